@@ -1,0 +1,57 @@
+# audiointerp: `make experiments` (main job) and `make test`. Both create .venv and install first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The dataset root: ESC50_ROOT if set, else ../shared/ESC-50 if present, else data/ESC-50 (make data).
+ESC50_ROOT ?= $(if $(wildcard ../shared/ESC-50/meta/esc50.csv),$(abspath ../shared/ESC-50),$(abspath data/ESC-50))
+AUDIOINTERP_NOISES ?= $(if $(wildcard ../shared/noises),$(abspath ../shared/noises),$(abspath noises))
+export ESC50_ROOT AUDIOINTERP_NOISES
+
+CHECKPOINT ?= weights/compact_mel.pt
+METHODS ?= saliency,gradcam,shap
+LIMIT ?=
+NB_OUT := results/notebooks
+
+.PHONY: venv experiments tables test data benchmark train-mel train-stft clean-venv
+
+venv: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# The main job: mel model, clean, Saliency + Grad-CAM + SHAP, 14 masks, all 400 fold-5 clips, then the tables.
+experiments: venv
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/experiments.ipynb $(NB_OUT)/experiments.ipynb \
+		-p checkpoint ../$(CHECKPOINT) -p methods $(METHODS) -p results ../results \
+		$(if $(LIMIT),-p limit $(LIMIT),)
+	$(MAKE) --no-print-directory tables
+
+tables: venv
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/tables.ipynb $(NB_OUT)/tables.ipynb \
+		-p results ../results -p out ../supplementary
+	@cat supplementary/summary.md
+
+test: venv
+	$(PY) -m pytest -q
+
+data: venv
+	$(PY) -m audiointerp data --dest data
+
+benchmark: venv
+	$(PY) scripts/benchmark.py --checkpoint $(CHECKPOINT)
+
+train-mel: venv
+	$(PY) -m papermill --cwd notebooks notebooks/train_model_mel.ipynb $(NB_OUT)/train_model_mel.ipynb
+
+train-stft: venv
+	$(PY) -m papermill --cwd notebooks notebooks/train_model_stft.ipynb $(NB_OUT)/train_model_stft.ipynb
+
+clean-venv:
+	rm -rf $(VENV)

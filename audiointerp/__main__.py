@@ -1,0 +1,120 @@
+"""Command line: ``python -m audiointerp train|evaluate|run|tables|data ...``.
+
+User errors (bad paths, unknown names, mismatched checkpoints) print one line
+``audiointerp: error: ...`` and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _csv_list(s: str) -> list[str]:
+    return [v.strip() for v in s.split(",") if v.strip()]
+
+
+def _floats(s: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in _csv_list(s))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the command line (sub-commands train, evaluate, run, tables, data)."""
+    p = argparse.ArgumentParser(prog="audiointerp", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a classifier (folds 1-3 train, 4 validation, 5 test)")
+    t.add_argument("--features", choices=["mel", "stft"], default="mel")
+    t.add_argument("--architecture", default="CompactCNN")
+    t.add_argument("--epochs", type=int, default=60)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--mixup-alpha", type=float, default=0.4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=None, help="first N clips per split (smoke tests)")
+    t.add_argument("--out", required=True, help="checkpoint path, e.g. weights/compact_mel.pt")
+
+    e = sub.add_parser("evaluate", help="accuracy of a checkpoint on a fold (last line: the accuracy)")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--fold", type=int, default=5)
+
+    r = sub.add_parser("run", help="explain, mask and score a fold; logs to --results")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--methods", type=_csv_list, default=["saliency", "gradcam", "shap"])
+    r.add_argument("--condition", default="clean")
+    r.add_argument("--fold", type=int, default=5)
+    r.add_argument("--limit", type=int, default=None)
+    r.add_argument("--masks", type=_csv_list, default=None, help="comma-separated mask names (default: all 14)")
+    r.add_argument("--k", type=_floats, default=(0.05, 0.30, 0.50), help="top-K fractions, e.g. 0.05,0.3,0.5")
+    r.add_argument("--tau", type=_floats, default=(0.25, 0.50, 0.75), help="thresholds, e.g. 0.25,0.5,0.75")
+    r.add_argument("--shap-nsamples", type=int, default=32)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--results", default="results")
+
+    tb = sub.add_parser("tables", help="rebuild the summary tables from the logs in --results")
+    tb.add_argument("--results", default="results")
+    tb.add_argument("--out", default="supplementary")
+    tb.add_argument("--model", default=None)
+
+    d = sub.add_parser("data", help="download and check the official ESC-50 release")
+    d.add_argument("--dest", default="data")
+    return p
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status."""
+    from .errors import AudioInterpError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except AudioInterpError as exc:
+        print(f"audiointerp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("audiointerp: interrupted (a run resumes where it stopped)", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.command == "train":
+        from .fit import TrainConfig, train
+
+        m = train(TrainConfig(features=args.features, architecture=args.architecture, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, mixup_alpha=args.mixup_alpha,
+                              seed=args.seed, limit=args.limit), args.out)
+        print(json.dumps({k: v for k, v in m.items() if k != "history"}))
+        print(f"fold 5 accuracy: {m['test_acc']:.4f}")
+    elif args.command == "evaluate":
+        from .data import ESC50, fold_features
+        from .fit import accuracy
+        from .models import load_classifier
+
+        model, extractor, _ = load_classifier(args.checkpoint)
+        ds = ESC50(None, (args.fold,), extractor.cfg.sample_rate, extractor.cfg.duration)
+        acc = accuracy(model, fold_features(ds, extractor.cfg), __import__("torch").from_numpy(ds.labels.copy()))
+        print(f"{args.checkpoint}: {len(ds)} clips of fold {args.fold}")
+        print(f"fold {args.fold} accuracy: {acc:.4f}")
+    elif args.command == "run":
+        from .runner import RunConfig, run
+
+        s = run(RunConfig(checkpoint=args.checkpoint, methods=args.methods, condition=args.condition,
+                          fold=args.fold, limit=args.limit, masks=args.masks, k=args.k, tau=args.tau,
+                          shap_nsamples=args.shap_nsamples, seed=args.seed, results=args.results))
+        print(json.dumps(s, indent=2))
+    elif args.command == "tables":
+        from .tables import build_tables
+
+        out = build_tables(args.results, args.out, model=args.model)
+        print(out["summary_markdown"])
+    elif args.command == "data":
+        from .data import download_esc50
+
+        root = download_esc50(args.dest)
+        print(f"ESC-50 ready in {root}: export ESC50_ROOT={root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

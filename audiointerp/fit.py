@@ -1,0 +1,238 @@
+"""Training a classifier on ESC-50 features: folds 1-3 train, fold 4 validation, fold 5 test.
+
+Features of whole folds are computed once and cached (:func:`audiointerp.data.fold_features`);
+augmentation works on the cached dB features:
+
+* random circular time shift and random gain (dB offset),
+* SpecAugment frequency and time masks (Park et al., Interspeech 2019) filled with the -100 dB
+  floor, i.e. the same "silence" the interpretation masks produce,
+* optional mixup (Zhang et al., ICLR 2018) with Beta(alpha, alpha) weights and label smoothing.
+
+The best-validation weights are kept as a *copy* (not the last epoch). Training is seeded and
+checkpointed every epoch to ``<out>.state.pt``, so an interrupted run resumes from the same step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+
+from .data import ESC50, TEST_FOLDS, TRAIN_FOLDS, VAL_FOLDS, fold_features
+from .errors import ConfigError
+from .models import build_model, clone_state, save_checkpoint
+from .processing import FLOOR_DB, FeatureConfig
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`train` (all recorded in the checkpoint).
+
+    Attributes:
+        features: ``"mel"`` or ``"stft"`` (default feature configuration of that kind).
+        architecture, arch_args: model to build (``n_freq``/``n_classes`` are filled in).
+        epochs, batch_size, lr (peak, one-cycle cosine), weight_decay (AdamW).
+        mixup_alpha: Beta parameter of mixup (0 disables it).
+        label_smoothing: cross-entropy label smoothing.
+        freq_mask, time_mask: maximum SpecAugment mask widths in rows/frames (two of each).
+        max_shift: maximum circular time shift as a fraction of the clip.
+        gain_db: maximum random gain in dB (+-).
+        seed: seeds python, numpy and torch.
+        threads: torch intra-op threads (0 = leave as is).
+        train_folds, val_folds, test_folds: fold split.
+        limit: use only the first N clips of each split (tests).
+    """
+
+    features: str = "mel"
+    architecture: str = "CompactCNN"
+    arch_args: dict = field(default_factory=dict)
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    mixup_alpha: float = 0.4
+    label_smoothing: float = 0.05
+    freq_mask: int = 8
+    time_mask: int = 40
+    max_shift: float = 0.25
+    gain_db: float = 6.0
+    seed: int = 0
+    threads: int = 0
+    train_folds: tuple = TRAIN_FOLDS
+    val_folds: tuple = VAL_FOLDS
+    test_folds: tuple = TEST_FOLDS
+    limit: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator):
+    """Mix each example with a random partner: ``lam*x + (1-lam)*x[perm]``, same for targets.
+
+    Args:
+        x: ``[batch, ...]``; y: soft targets ``[batch, n_classes]`` (rows sum to 1).
+        alpha: Beta(alpha, alpha) parameter; 0 returns the inputs unchanged.
+
+    Returns:
+        ``(x_mixed, y_mixed)`` with the input shapes; target rows still sum to 1.
+    """
+    if alpha <= 0:
+        return x, y
+    lam = torch.distributions.Beta(alpha, alpha).sample((x.shape[0],)).to(x)
+    lam = torch.maximum(lam, 1 - lam)  # the first clip dominates
+    perm = torch.randperm(x.shape[0], generator=generator)
+    lx = lam.view(-1, *([1] * (x.dim() - 1)))
+    return lx * x + (1 - lx) * x[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Time shift, gain and SpecAugment on dB features ``[batch, 1, n_freq, n_frames]``.
+
+    Returns a tensor of the same shape, values >= -100 dB.
+    """
+    b, _, n_freq, n_frames = x.shape
+    if cfg.max_shift > 0:
+        max_s = int(cfg.max_shift * n_frames)
+        shifts = torch.randint(-max_s, max_s + 1, (b,), generator=generator)
+        idx = (torch.arange(n_frames)[None, :] - shifts[:, None]) % n_frames
+        x = torch.gather(x, 3, idx[:, None, None, :].expand(b, 1, n_freq, n_frames))
+    if cfg.gain_db > 0:
+        gain = (torch.rand(b, generator=generator) * 2 - 1) * cfg.gain_db
+        x = (x + gain.view(b, 1, 1, 1)).clamp_min(FLOOR_DB)
+    for _ in range(2):
+        if cfg.freq_mask > 0:
+            x = AF.mask_along_axis_iid(x, cfg.freq_mask, FLOOR_DB, axis=2)
+        if cfg.time_mask > 0:
+            x = AF.mask_along_axis_iid(x, cfg.time_mask, FLOOR_DB, axis=3)
+    return x
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, feats: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Logits ``[n, n_classes]`` of features ``[n, 1, n_freq, n_frames]`` in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    out = [model(feats[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+           for i in range(0, len(feats), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def accuracy(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` on features and int64 labels ``[n]``."""
+    if len(labels) == 0:
+        return float("nan")
+    return (predict_logits(model, feats).argmax(1) == labels).float().mean().item()
+
+
+def _split(cfg: TrainConfig, folds, feature_cfg: FeatureConfig, root):
+    ds = ESC50(root, folds, feature_cfg.sample_rate, feature_cfg.duration)
+    feats = fold_features(ds, feature_cfg, progress=True)
+    labels = torch.from_numpy(ds.labels.copy())
+    if cfg.limit:
+        feats, labels = feats[:cfg.limit], labels[:cfg.limit]
+    return ds, feats, labels
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = True) -> dict:
+    """Train a classifier and write its checkpoint to ``out``.
+
+    Args:
+        cfg: :class:`TrainConfig`.
+        out: checkpoint path (``.pt``); training state goes to ``<out>.state.pt`` each epoch
+            and a run with the same config resumes from it.
+        root: ESC-50 root (None: ``ESC50_ROOT``).
+
+    Returns:
+        metrics dict: best epoch, validation and test accuracy, training seconds, history.
+
+    Raises:
+        ConfigError: bad configuration values. DatasetError: bad dataset root.
+    """
+    from tqdm.auto import tqdm
+
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    feature_cfg = FeatureConfig.default(cfg.features)
+    seed_everything(cfg.seed)
+    ds_tr, x_tr, y_tr = _split(cfg, cfg.train_folds, feature_cfg, root)
+    _, x_va, y_va = _split(cfg, cfg.val_folds, feature_cfg, root)
+    _, x_te, y_te = _split(cfg, cfg.test_folds, feature_cfg, root)
+    n_classes = len(ds_tr.class_names)
+    arch_args = {"n_freq": feature_cfg.n_freq, "n_classes": n_classes, **cfg.arch_args}
+    if cfg.features == "stft" and cfg.architecture == "CompactCNN":
+        # 257 rows: a narrow first block and 4x frequency pooling keep the cost at the mel model's
+        arch_args.setdefault("first_pool", (4, 2))
+        arch_args.setdefault("channels", (8, 32, 64, 128))
+    model = build_model(cfg.architecture, **arch_args).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.1, anneal_strategy="cos")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    out = Path(out)
+    state_path = out.with_name(out.name + ".state.pt")
+    start_epoch, best, history, elapsed = 0, {"val_acc": -1.0, "epoch": -1, "state": None}, [], 0.0
+    if state_path.is_file():
+        st = torch.load(state_path, weights_only=False)
+        if st["config"] == asdict(cfg):
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            gen.set_state(st["gen"])
+            torch.set_rng_state(st["torch_rng"])
+            start_epoch, best, history, elapsed = st["epoch"], st["best"], st["history"], st["elapsed"]
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.features}", disable=not progress,
+               initial=start_epoch, total=cfg.epochs)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(len(x_tr), generator=gen)
+        total = 0.0
+        for s in range(0, len(perm), cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            xb = augment(x_tr[idx], cfg, gen)
+            yb = F.one_hot(y_tr[idx], n_classes).float()
+            yb = yb * (1 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
+            xb, yb = mixup(xb, yb, cfg.mixup_alpha, gen)
+            logits = model(xb.contiguous(memory_format=torch.channels_last))
+            loss = -(yb * F.log_softmax(logits, 1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        val_acc = accuracy(model, x_va, y_va)
+        elapsed += time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "loss": total / len(x_tr), "val_acc": val_acc,
+                        "lr": sched.get_last_lr()[0], "seconds": elapsed})
+        if val_acc > best["val_acc"]:
+            best = {"val_acc": val_acc, "epoch": epoch + 1, "state": clone_state(model)}
+        bar.set_postfix(loss=f"{total / len(x_tr):.3f}", val=f"{val_acc:.3f}", best=f"{best['val_acc']:.3f}")
+        tmp = state_path.with_name(state_path.name + ".tmp")
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                    "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch + 1, "best": best, "history": history, "elapsed": elapsed}, tmp)
+        os.replace(tmp, state_path)
+    model.load_state_dict(best["state"])
+    metrics = {"best_epoch": best["epoch"], "val_acc": best["val_acc"],
+               "test_acc": accuracy(model, x_te, y_te), "train_seconds": round(elapsed, 1),
+               "n_train": len(x_tr), "n_val": len(x_va), "n_test": len(x_te), "history": history}
+    save_checkpoint(out, model, arch_args, feature_cfg, ds_tr.class_names, metrics=metrics, training=asdict(cfg))
+    return metrics

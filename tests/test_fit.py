@@ -1,0 +1,93 @@
+"""Training recipe: augmentations keep shapes and label mass; seeded runs reproduce; resume continues."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from audiointerp.fit import TrainConfig, augment, mixup, train
+from audiointerp.models import clone_state, load_classifier
+
+
+def test_mixup_targets_sum_to_one_and_shapes_kept():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 1, 16, 20)
+    y = F.one_hot(torch.arange(8) % 3, 3).float() * 0.9 + 0.1 / 3
+    xm, ym = mixup(x, y, 0.4, g)
+    assert xm.shape == x.shape and ym.shape == y.shape
+    torch.testing.assert_close(ym.sum(1), torch.ones(8))
+    assert (ym.max(1).values >= 0.5 * 0.9).all()  # the first clip dominates
+    assert mixup(x, y, 0.0, g)[0] is x
+
+
+def test_augment_keeps_shape_and_floor():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 64, 101) * 100 - 90
+    cfg = TrainConfig()
+    out = augment(x, cfg, g)
+    assert out.shape == x.shape and out.min() >= -100
+    assert (out == -100).any()  # SpecAugment masks fill with the -100 dB floor
+    off = augment(x, TrainConfig(freq_mask=0, time_mask=0, max_shift=0, gain_db=0), g)
+    assert torch.equal(off, x)
+
+
+def test_clone_state_is_a_copy():
+    from audiointerp.models import CompactCNN
+
+    m = CompactCNN(n_freq=8, n_classes=2, channels=(2, 2, 2, 2))
+    snap = clone_state(m)
+    with torch.no_grad():
+        m.fc.weight.add_(1.0)
+    assert not torch.equal(snap["fc.weight"], m.fc.weight)
+
+
+def _cfg(**kw):
+    base = dict(features="mel", epochs=3, batch_size=4, arch_args={"channels": (2, 4, 4, 4)}, seed=3, threads=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_short_seeded_training_is_reproducible(tmp_path, esc50_env, monkeypatch):
+    monkeypatch.setattr("audiointerp.fit.FeatureConfig.default", classmethod(
+        lambda cls, kind: cls(kind=kind, duration=1.0)))
+    m1 = train(_cfg(), tmp_path / "a.pt", progress=False)
+    m2 = train(_cfg(), tmp_path / "b.pt", progress=False)
+    assert [h["loss"] for h in m1["history"]] == [h["loss"] for h in m2["history"]]
+    a, _, ca = load_classifier(tmp_path / "a.pt")
+    b, _, _ = load_classifier(tmp_path / "b.pt")
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k])
+    # the kept weights are those of the best validation epoch, recorded in the checkpoint
+    best = max(m1["history"], key=lambda h: h["val_acc"])
+    assert ca["metrics"]["best_epoch"] == best["epoch"]
+    assert ca["metrics"]["val_acc"] == best["val_acc"]
+    assert ca["training"]["seed"] == 3 and ca["features"]["duration"] == 1.0
+
+
+def test_resume_continues_from_the_same_step(tmp_path, esc50_env, monkeypatch):
+    monkeypatch.setattr("audiointerp.fit.FeatureConfig.default", classmethod(
+        lambda cls, kind: cls(kind=kind, duration=1.0)))
+    full = train(_cfg(), tmp_path / "full.pt", progress=False)
+
+    import audiointerp.fit as fit
+
+    calls = {"n": 0}
+    real = fit.accuracy
+
+    def crash_after_two_epochs(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fit, "accuracy", crash_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), tmp_path / "resumed.pt", progress=False)
+    state = torch.load(tmp_path / "resumed.pt.state.pt", weights_only=False)
+    assert state["epoch"] == 2
+    monkeypatch.setattr(fit, "accuracy", real)
+    resumed = train(_cfg(), tmp_path / "resumed.pt", progress=False)
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx([h["loss"] for h in full["history"]])
+    a, _, _ = load_classifier(tmp_path / "full.pt")
+    b, _, _ = load_classifier(tmp_path / "resumed.pt")
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k])

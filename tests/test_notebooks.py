@@ -1,0 +1,39 @@
+"""Notebooks run headless (papermill) on a tiny configuration and are committed without outputs."""
+
+import json
+
+import pytest
+
+from conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs_and_parameterised(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in code) == 1
+
+
+@pytest.mark.slow
+def test_experiments_and_tables_notebooks_run_headless(tmp_path, synthetic_root, toy_checkpoint, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("ESC50_ROOT", str(synthetic_root))
+    results = tmp_path / "results"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "experiments.ipynb"), str(tmp_path / "experiments.out.ipynb"),
+        parameters={"checkpoint": str(toy_checkpoint), "methods": "saliency,gradcam,shap", "limit": 2,
+                    "shap_nsamples": 2, "results": str(results)},
+        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    for method in ("saliency", "gradcam", "shap"):
+        assert len((results / "toy_mel" / f"{method}_clean" / "csvs" / "topK_5_pos.csv").read_text().splitlines()) == 3
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "tables.ipynb"), str(tmp_path / "tables.out.ipynb"),
+        parameters={"results": str(results), "out": str(tmp_path / "sup")},
+        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    assert (tmp_path / "sup" / "summary.md").read_text().count("|") > 10
+    executed = json.loads((tmp_path / "tables.out.ipynb").read_text())
+    text = json.dumps([c.get("outputs") for c in executed["cells"]])
+    assert "FF ↑" in text or "FF \\u2191" in text
