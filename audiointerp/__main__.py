@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mixup-alpha", type=float, default=0.4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, default=None, help="first N clips per split (smoke tests)")
+    t.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a second schedule)")
     t.add_argument("--out", required=True, help="checkpoint path, e.g. weights/compact_mel.pt")
 
     e = sub.add_parser("evaluate", help="accuracy of a checkpoint on a fold (last line: the accuracy)")
@@ -83,7 +84,7 @@ def _dispatch(args) -> int:
 
         m = train(TrainConfig(features=args.features, architecture=args.architecture, epochs=args.epochs,
                               batch_size=args.batch_size, lr=args.lr, mixup_alpha=args.mixup_alpha,
-                              seed=args.seed, limit=args.limit), args.out)
+                              seed=args.seed, limit=args.limit, init_from=args.init_from), args.out)
         print(json.dumps({k: v for k, v in m.items() if k != "history"}))
         print(f"fold 5 accuracy: {m['test_acc']:.4f}")
     elif args.command == "evaluate":

@@ -49,6 +49,8 @@ class TrainConfig:
         threads: torch intra-op threads (0 = leave as is).
         train_folds, val_folds, test_folds: fold split.
         limit: use only the first N clips of each split (tests).
+        init_from: checkpoint whose weights start the training (a second schedule after a
+            first one; architecture and features must match), or None for random init.
     """
 
     features: str = "mel"
@@ -70,6 +72,7 @@ class TrainConfig:
     val_folds: tuple = VAL_FOLDS
     test_folds: tuple = TEST_FOLDS
     limit: int | None = None
+    init_from: str | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -180,6 +183,19 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
         arch_args.setdefault("first_pool", (4, 2))
         arch_args.setdefault("channels", (8, 32, 64, 128))
     model = build_model(cfg.architecture, **arch_args).to(memory_format=torch.channels_last)
+    if cfg.init_from:
+        from .errors import CheckpointError
+        from .models import read_checkpoint
+
+        init = read_checkpoint(cfg.init_from)
+        if init["architecture"] != cfg.architecture or init["features"] != feature_cfg.to_dict():
+            raise CheckpointError(f"init_from {cfg.init_from} is a {init['architecture']} on {init['features']}, "
+                                  f"not a {cfg.architecture} on {feature_cfg.to_dict()}")
+        try:
+            model.load_state_dict(init["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"init_from {cfg.init_from}: weights do not fit {arch_args}: "
+                                  f"{str(exc).splitlines()[-1].strip()}") from None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,

@@ -91,3 +91,17 @@ def test_resume_continues_from_the_same_step(tmp_path, esc50_env, monkeypatch):
     b, _, _ = load_classifier(tmp_path / "resumed.pt")
     for k, v in a.state_dict().items():
         torch.testing.assert_close(v, b.state_dict()[k])
+
+
+def test_warm_start_from_a_checkpoint(tmp_path, esc50_env, monkeypatch):
+    from audiointerp.errors import CheckpointError
+
+    monkeypatch.setattr("audiointerp.fit.FeatureConfig.default", classmethod(
+        lambda cls, kind: cls(kind=kind, duration=1.0)))
+    first = train(_cfg(epochs=1), tmp_path / "first.pt", progress=False)
+    second = train(_cfg(epochs=1, init_from=str(tmp_path / "first.pt")), tmp_path / "second.pt", progress=False)
+    fresh = train(_cfg(epochs=1), tmp_path / "fresh.pt", progress=False)
+    assert second["history"][0]["loss"] != fresh["history"][0]["loss"]  # did not start from scratch
+    assert first["history"][0]["loss"] == fresh["history"][0]["loss"]
+    with pytest.raises(CheckpointError, match="init_from"):
+        train(_cfg(epochs=1, features="stft", init_from=str(tmp_path / "first.pt")), tmp_path / "x.pt", progress=False)
