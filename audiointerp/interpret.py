@@ -69,7 +69,7 @@ class SaliencyMethod(Attribution):
     def attribute(self, x, target, **kwargs):
         """``[batch, 1, F, T]`` gradient of the target logit w.r.t. ``x`` (units: logit per dB)."""
         target = _check(x, target)
-        return self._impl.attribute(x.detach().clone(), target=target, abs=False).detach()
+        return self._impl.attribute(x.detach().clone().requires_grad_(True), target=target, abs=False).detach()
 
 
 class GradCAMMethod(Attribution):
@@ -91,7 +91,7 @@ class GradCAMMethod(Attribution):
         from captum.attr import LayerAttribution
 
         target = _check(x, target)
-        cam = self._impl.attribute(x.detach().clone(), target=target, relu_attributions=False)
+        cam = self._impl.attribute(x.detach().clone().requires_grad_(True), target=target, relu_attributions=False)
         return LayerAttribution.interpolate(cam.detach(), tuple(x.shape[2:]), interpolate_mode="bilinear",
                                             ).contiguous()
 

@@ -37,3 +37,19 @@ def test_experiments_and_tables_notebooks_run_headless(tmp_path, synthetic_root,
     executed = json.loads((tmp_path / "tables.out.ipynb").read_text())
     text = json.dumps([c.get("outputs") for c in executed["cells"]])
     assert "FF ↑" in text or "FF \\u2191" in text
+
+
+@pytest.mark.slow
+def test_train_notebook_runs_headless(tmp_path, synthetic_root, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("ESC50_ROOT", str(synthetic_root))
+    out = tmp_path / "tiny_mel.pt"
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "train_model_mel.ipynb"), str(tmp_path / "train.out.ipynb"),
+        parameters={"epochs": 1, "limit": 6, "out": str(out)},
+        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    from audiointerp.models import load_classifier
+
+    _, ex, ckpt = load_classifier(out)
+    assert ckpt["training"]["epochs"] == 1 and ex.cfg.kind == "mel"
+    assert "fold-5 (test) accuracy" in out.with_suffix(".md").read_text()
