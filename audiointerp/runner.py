@@ -89,6 +89,10 @@ class RunConfig:
                 raise unknown_name("method", m, METHODS)
         if self.condition not in CONDITIONS:
             raise unknown_name("condition", self.condition, CONDITIONS)
+        for name, values in (("k", self.k), ("tau", self.tau)):
+            bad = [v for v in values if not 0 < float(v) <= 1]
+            if bad or not values:
+                raise ConfigError(f"mask parameter {name} must be fractions in (0, 1], got {list(values)!r}")
         valid = mask_names(self.k, self.tau)
         if isinstance(self.masks, str):
             self.masks = [m for m in self.masks.split(",") if m]

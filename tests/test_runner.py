@@ -121,7 +121,8 @@ def test_other_configuration_never_overwrites(esc50_env, toy_checkpoint, tmp_pat
 
 @pytest.mark.parametrize("kw, word", [({"methods": ["saliency", "lime"]}, "lime"),
                                       ({"condition": "underwater"}, "underwater"),
-                                      ({"masks": ["topK_7"]}, "topK_7"), ({"fold": 6}, "fold")])
+                                      ({"masks": ["topK_7"]}, "topK_7"), ({"fold": 6}, "fold"),
+                                      ({"k": (0.05, 30)}, "30"), ({"tau": (0.0,)}, "tau")])
 def test_bad_names_are_clear_errors(toy_checkpoint, tmp_path, kw, word):
     with pytest.raises(ConfigError, match=word) as err:
         run(_cfg(toy_checkpoint, tmp_path, **kw), progress=False)
