@@ -88,13 +88,15 @@ def _dispatch(args) -> int:
         print(json.dumps({k: v for k, v in m.items() if k != "history"}))
         print(f"fold 5 accuracy: {m['test_acc']:.4f}")
     elif args.command == "evaluate":
+        import torch
+
         from .data import ESC50, fold_features
         from .fit import accuracy
         from .models import load_classifier
 
         model, extractor, _ = load_classifier(args.checkpoint)
         ds = ESC50(None, (args.fold,), extractor.cfg.sample_rate, extractor.cfg.duration)
-        acc = accuracy(model, fold_features(ds, extractor.cfg), __import__("torch").from_numpy(ds.labels.copy()))
+        acc = accuracy(model, fold_features(ds, extractor.cfg), torch.from_numpy(ds.labels.copy()))
         print(f"{args.checkpoint}: {len(ds)} clips of fold {args.fold}")
         print(f"fold {args.fold} accuracy: {acc:.4f}")
     elif args.command == "run":

@@ -284,12 +284,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         done = completed_samples(out / "csvs", masks)
         todo = [i for i in range(n) if i not in done]
         kwargs = {}
-        if method == "shap":
+        if method == "shap" and todo:  # a finished run needs no background
             tr = ESC50(cfg.root, TRAIN_FOLDS, fcfg.sample_rate, fcfg.duration)
             bg_idx = stratified_background(tr.labels, cfg.shap_background_per_class, cfg.seed)
             kwargs = {"background": fold_features(tr, fcfg, progress=progress)[torch.from_numpy(bg_idx)],
                       "nsamples": cfg.shap_nsamples, "seed": cfg.seed}
-        explainer = make_method(method, model, **kwargs)
+        explainer = make_method(method, model, **kwargs) if todo else None
         info = {"key": key, "config": {**asdict(cfg), "methods": [method]}, "model": name,
                 "checkpoint": str(cfg.checkpoint), "features": fcfg.to_dict(),
                 "versions": package_versions(), "git_commit": git_commit(), "seed": cfg.seed,
