@@ -61,21 +61,19 @@ def _order(values, preferred) -> list:
 def mean_table(df: pd.DataFrame, rows, metrics=METRIC_NAMES) -> pd.DataFrame:
     """Mean of ``metrics`` over clips, grouped by ``rows`` (a column name or list), plus ``n``.
 
-    Rows keep the natural order of methods and masks.
+    Rows follow the natural order of methods and masks (then first appearance) at every level.
     """
     rows = [rows] if isinstance(rows, str) else list(rows)
     g = df.groupby(rows, sort=False)
     out = g[list(metrics)].mean()
     out["n"] = g.size()
+    rank = []
     for r in rows:
         pref = METHOD_ORDER if r == "method" else MASK_NAMES if r == "mask" else []
-        order = _order(df[r], pref)
-        if len(rows) == 1:
-            out = out.reindex(order)
-        else:
-            level = out.index.get_level_values(r)
-            out = out.iloc[sorted(range(len(out)), key=lambda i: order.index(level[i]))] if r == rows[0] else out
-    return out
+        rank.append({v: i for i, v in enumerate(_order(df[r], pref))})
+    if len(rows) == 1:
+        return out.loc[sorted(out.index, key=rank[0].__getitem__)]
+    return out.loc[sorted(out.index, key=lambda t: tuple(k[v] for k, v in zip(rank, t)))]
 
 
 def with_arrows(table: pd.DataFrame) -> pd.DataFrame:
