@@ -185,17 +185,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
     model = build_model(cfg.architecture, **arch_args).to(memory_format=torch.channels_last)
     if cfg.init_from:
         from .errors import CheckpointError
-        from .models import read_checkpoint
+        from .models import load_weights, read_checkpoint
 
         init = read_checkpoint(cfg.init_from)
         if init["architecture"] != cfg.architecture or init["features"] != feature_cfg.to_dict():
             raise CheckpointError(f"init_from {cfg.init_from} is a {init['architecture']} on {init['features']}, "
                                   f"not a {cfg.architecture} on {feature_cfg.to_dict()}")
-        try:
-            model.load_state_dict(init["state_dict"])
-        except RuntimeError as exc:
-            raise CheckpointError(f"init_from {cfg.init_from}: weights do not fit {arch_args}: "
-                                  f"{str(exc).splitlines()[-1].strip()}") from None
+        load_weights(model, init["state_dict"], f"init_from {cfg.init_from}: weights do not fit {arch_args}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,

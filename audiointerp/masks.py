@@ -69,7 +69,7 @@ def top_k(a: torch.Tensor, k: float) -> torch.Tensor:
     Raises:
         ConfigError: ``k`` outside (0, 1].
     """
-    _check_fraction("k", k)
+    check_fraction("k", k)
     f = _flat(a)
     q = torch.quantile(f.float(), 1.0 - k, dim=1)
     return (a >= _view(q.to(a.dtype), a)).to(a.dtype)
@@ -93,7 +93,7 @@ def pos_threshold(a: torch.Tensor, tau: float) -> torch.Tensor:
     Raises:
         ConfigError: ``tau`` outside (0, 1].
     """
-    _check_fraction("tau", tau)
+    check_fraction("tau", tau)
     return (minmax_pos(a) >= tau).to(a.dtype)
 
 
@@ -106,7 +106,7 @@ def top_k_pos(a: torch.Tensor, k: float) -> torch.Tensor:
     Raises:
         ConfigError: ``k`` outside (0, 1].
     """
-    _check_fraction("k", k)
+    check_fraction("k", k)
     f = _flat(a)
     n = max(1, int(round(k * f.shape[1])))
     idx = f.topk(n, dim=1).indices
@@ -114,7 +114,8 @@ def top_k_pos(a: torch.Tensor, k: float) -> torch.Tensor:
     return (sel & (f > 0)).to(a.dtype).view_as(a)
 
 
-def _check_fraction(name: str, v: float) -> None:
+def check_fraction(name: str, v: float) -> None:
+    """Raise ConfigError unless mask parameter ``name`` (k or tau) is a fraction in (0, 1]."""
     if not (0 < float(v) <= 1):
         raise ConfigError(f"mask parameter {name} must be in (0, 1], got {v!r}")
 

@@ -319,6 +319,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def load_weights(model: nn.Module, state_dict: dict, context: str) -> nn.Module:
+    """``model.load_state_dict(state_dict)``, turning a mismatch into one CheckpointError.
+
+    Raises:
+        CheckpointError: ``context`` followed by torch's first reason (missing key, size mismatch).
+    """
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        # torch's first line is only "Error(s) in loading state_dict for X:"; quote the first reason
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise CheckpointError(f"{context}: {lines[1] if len(lines) > 1 else lines[0]}") from None
+    return model
+
+
 def load_classifier(path: str | os.PathLike, features: FeatureConfig | None = None):
     """Load a classifier checkpoint.
 
@@ -341,14 +356,7 @@ def load_classifier(path: str | os.PathLike, features: FeatureConfig | None = No
     if features is not None and features != cfg:
         raise CheckpointError(f"{path} was trained on features {cfg.to_dict()}, not {features.to_dict()}")
     model = build_model(ckpt["architecture"], **ckpt["arch_args"])
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        # torch's first line is only "Error(s) in loading state_dict for X:"; quote the first reason
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        first = lines[1] if len(lines) > 1 else lines[0]
-        raise CheckpointError(f"{path}: weights do not fit {ckpt['architecture']}"
-                              f"({ckpt['arch_args']}): {first}") from None
+    load_weights(model, ckpt["state_dict"], f"{path}: weights do not fit {ckpt['architecture']}({ckpt['arch_args']})")
     model.eval().to(memory_format=torch.channels_last)
     return model, FeatureExtractor(cfg), ckpt
 

@@ -36,7 +36,7 @@ from .data import ESC50, TRAIN_FOLDS, fold_features
 from .errors import ConfigError, ResultsError, unknown_name
 from .fit import predict_logits
 from .interpret import METHODS, make_method, stratified_background
-from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, make_masks, mask_names
+from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
 from .metrics import METRIC_NAMES, score
 from .models import load_classifier, model_name, package_versions
 
@@ -90,9 +90,10 @@ class RunConfig:
         if self.condition not in CONDITIONS:
             raise unknown_name("condition", self.condition, CONDITIONS)
         for name, values in (("k", self.k), ("tau", self.tau)):
-            bad = [v for v in values if not 0 < float(v) <= 1]
-            if bad or not values:
-                raise ConfigError(f"mask parameter {name} must be fractions in (0, 1], got {list(values)!r}")
+            if not values:
+                raise ConfigError(f"mask parameter {name} needs at least one value")
+            for v in values:
+                check_fraction(name, v)
         valid = mask_names(self.k, self.tau)
         if isinstance(self.masks, str):
             self.masks = [m for m in self.masks.split(",") if m]
