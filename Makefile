@@ -14,7 +14,7 @@ METHODS ?= saliency,gradcam,shap
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments tables test data benchmark train-mel train-stft clean-venv
+.PHONY: venv experiments reproduce grid-report tables test data benchmark train-mel train-stft clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -31,6 +31,24 @@ experiments: venv
 		-p checkpoint ../$(CHECKPOINT) -p methods $(METHODS) -p results ../results \
 		$(if $(LIMIT),-p limit $(LIMIT),)
 	$(MAKE) --no-print-directory tables
+
+# The full grid: (model:condition) cells, each with Saliency, Grad-CAM and SHAP, 14 masks, both domains
+# (spectrogram and re-synthesised audio), all 400 fold-5 clips; one notebook, one papermill run per cell.
+# Resumable: re-running skips finished clips. Then the tables and the time per cell.
+GRID ?= compact_mel:clean compact_mel:white compact_mel:room compact_mel:horse compact_stft:clean
+reproduce: venv
+	mkdir -p $(NB_OUT)
+	set -e; for cell in $(GRID); do model=$${cell%%:*}; cond=$${cell#*:}; \
+		echo "== $$model x $$cond"; \
+		$(PY) -m papermill --cwd notebooks notebooks/experiments.ipynb $(NB_OUT)/experiments_$${model}_$${cond}.ipynb \
+			-p checkpoint ../weights/$$model.pt -p condition $$cond -p methods $(METHODS) -p results ../results \
+			$(if $(LIMIT),-p limit $(LIMIT),); \
+	done
+	$(MAKE) --no-print-directory tables
+	$(MAKE) --no-print-directory grid-report
+
+grid-report: venv
+	$(PY) scripts/grid_report.py --results results
 
 tables: venv
 	mkdir -p $(NB_OUT)

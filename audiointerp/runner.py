@@ -1,15 +1,28 @@
 """The experiment runner: explain every clip of a fold, mask, score and log.
 
-For a checkpoint, a list of methods, a condition and a fold, :func:`run` writes per method::
+For a checkpoint, a list of methods, a listening condition and a fold, :func:`run` writes per
+method::
 
     <results>/<model>/<method>_<condition>/
-        run.json                 config, package versions, git commit, seed, timings, accuracy
+        run.json                 config, noise, package versions, git commit, seed, timings,
+                                 the model's accuracy under the condition
         attributions/<clip>.npy  float16 attribution map [1, n_freq, n_frames] per clip
-        csvs/<mask>.csv          one row per clip: sample, filename, label, pred, is_correct,
-                                 FF, AI, AD, AG, FidIn, SPS, COMP
+        csvs/<mask>.csv          two rows per clip, one per domain: sample, filename, label,
+                                 pred, is_correct, domain, recon_snr_db, FF, AI, AD, AG, FidIn,
+                                 SPS, COMP
+        audio/<clip>/*.wav       (``audio_examples`` clips only) the clip, and x_in / x_out of
+                                 every mask as audio, at the model's sample rate
+
+The condition is ``clean`` or background noise mixed in (:mod:`audiointerp.noise`); the
+clean-trained model explains and is scored on the noisy mixes. Every mask is scored in two
+domains: ``spectrogram`` (the masked features x_in / x_out go to the model as they are) and
+``audio`` (x_in / x_out are re-synthesised to audio with the clip's own STFT phase,
+:func:`audiointerp.processing.resynthesise`, and the model hears features recomputed from that
+audio: the listenable interpretation). ``recon_snr_db`` is the SNR of the unmasked clip after
+the same re-synthesis.
 
 Clips are processed in chunks; all masks of the chunk's clips (x_in and x_out of every mask)
-go through the model in one batch. After each chunk, its rows are appended to every mask's
+go through the model in one batch per domain. After each chunk, its rows are appended to every mask's
 CSV. A run killed at any point resumes where it stopped: on start, each CSV is read back, torn
 or duplicated rows are dropped, clips missing from any CSV are removed from all and recomputed
 (attribution draws are seeded per clip, so recomputation is identical), so no clip is lost or
@@ -32,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .audio_io import write_audio
 from .data import ESC50, TRAIN_FOLDS, fold_features
 from .errors import ConfigError, ResultsError, unknown_name
 from .fit import predict_logits
@@ -39,9 +53,11 @@ from .interpret import METHODS, make_method, stratified_background
 from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
 from .metrics import METRIC_NAMES, score
 from .models import load_classifier, model_name, package_versions
+from .noise import CONDITIONS, NoiseSpec
+from .processing import INVERSIONS, features, features_only, reconstruction_snr_db, resynthesise, stft
 
-CONDITIONS = ("clean",)
-CSV_COLUMNS = ["sample", "filename", "label", "pred", "is_correct", *METRIC_NAMES]
+DOMAINS = ("spectrogram", "audio")
+CSV_COLUMNS = ["sample", "filename", "label", "pred", "is_correct", "domain", "recon_snr_db", *METRIC_NAMES]
 
 
 @dataclass
@@ -51,7 +67,15 @@ class RunConfig:
     Attributes:
         checkpoint: classifier checkpoint path.
         methods: attribution methods (``saliency``, ``gradcam``, ``shap``).
-        condition: listening condition (``clean``).
+        condition: listening condition: ``clean``, a noise of
+            :data:`audiointerp.noise.CONDITIONS` (``white``, ``room``, ``horse``, ``white_gen``,
+            ``pink``) or a noise file path.
+        alpha: clip weight in the mix (None: 0.6); or snr_db: clip-to-noise ratio in dB.
+        noise_offset: seconds skipped at the start of the noise file.
+        domains: ``spectrogram`` and/or ``audio`` (both by default).
+        inversion: how masked features become audio (``gain`` or ``pinv``,
+            :func:`audiointerp.processing.resynthesise`).
+        audio_examples: write the audio of the first N clips' masks (0: none).
         fold: ESC-50 fold to explain (5).
         limit: only the first ``limit`` clips of the fold (None: all 400).
         results: results root folder.
@@ -66,6 +90,12 @@ class RunConfig:
     checkpoint: str
     methods: list = field(default_factory=lambda: ["saliency", "gradcam", "shap"])
     condition: str = "clean"
+    alpha: float | None = None
+    snr_db: float | None = None
+    noise_offset: float = 0.0
+    domains: tuple = DOMAINS
+    inversion: str = "gain"
+    audio_examples: int = 0
     fold: int = 5
     limit: int | None = None
     results: str = "results"
@@ -87,8 +117,19 @@ class RunConfig:
         for m in self.methods:
             if m not in METHODS:
                 raise unknown_name("method", m, METHODS)
-        if self.condition not in CONDITIONS:
-            raise unknown_name("condition", self.condition, CONDITIONS)
+        self.noise.validate()
+        if isinstance(self.domains, str):
+            self.domains = tuple(d for d in self.domains.split(",") if d)
+        self.domains = tuple(self.domains)
+        if not self.domains:
+            raise ConfigError(f"no domains given; valid domains: {', '.join(DOMAINS)}")
+        for d in self.domains:
+            if d not in DOMAINS:
+                raise unknown_name("domain", d, DOMAINS)
+        if self.inversion not in INVERSIONS:
+            raise unknown_name("inversion", self.inversion, INVERSIONS)
+        if not isinstance(self.audio_examples, int) or self.audio_examples < 0:
+            raise ConfigError(f"audio_examples must be an integer >= 0, got {self.audio_examples!r}")
         for name, values in (("k", self.k), ("tau", self.tau)):
             if not values:
                 raise ConfigError(f"mask parameter {name} needs at least one value")
@@ -106,6 +147,11 @@ class RunConfig:
             raise ConfigError(f"limit must be >= 1, got {self.limit!r}")
         if self.chunk < 1 or self.shap_nsamples < 1:
             raise ConfigError(f"chunk and shap_nsamples must be >= 1, got {self.chunk}, {self.shap_nsamples}")
+
+    @property
+    def noise(self) -> NoiseSpec:
+        """The listening condition as a :class:`audiointerp.noise.NoiseSpec`."""
+        return NoiseSpec(str(self.condition), self.alpha, self.snr_db, self.noise_offset)
 
     @property
     def mask_list(self) -> list:
@@ -186,23 +232,30 @@ def _append_rows(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def completed_samples(csv_dir: Path, masks: list[str]) -> set[int]:
-    """Repair a method's CSVs after a crash and return the clips present in every mask's CSV.
+def completed_samples(csv_dir: Path, masks: list[str], domains=("spectrogram",)) -> set[int]:
+    """Repair a method's CSVs after a crash and return the clips complete in every mask's CSV.
 
-    Torn lines and duplicate rows are dropped; clips missing from any CSV are removed from
-    all, so they are recomputed once. Files are rewritten atomically only when they change.
+    A clip is complete when each mask's CSV holds its row for every one of ``domains``. Torn
+    lines and duplicate rows are dropped; rows of incomplete clips are removed from all CSVs,
+    so those clips are recomputed once. Files are rewritten atomically only when they change.
     """
     csv_dir.mkdir(parents=True, exist_ok=True)
+    domains = tuple(domains)
     per_mask = {m: _read_rows(csv_dir / f"{m}.csv") for m in masks}
-    sets = [{int(r["sample"]) for r in rows} for rows in per_mask.values()]
+    sets = []
+    for rows in per_mask.values():
+        have: dict[int, set] = {}
+        for r in rows:
+            have.setdefault(int(r["sample"]), set()).add(r["domain"])
+        sets.append({s for s, d in have.items() if set(domains) <= d})
     done = set.intersection(*sets) if sets else set()
     for m, rows in per_mask.items():
         path = csv_dir / f"{m}.csv"
         seen, keep = set(), []
         for r in rows:
-            s = int(r["sample"])
-            if s in done and s not in seen:
-                seen.add(s)
+            key = (int(r["sample"]), r["domain"])
+            if key[0] in done and r["domain"] in domains and key not in seen:
+                seen.add(key)
                 keep.append(r)
         if not path.is_file() or path.read_text() != _csv_text(keep):  # torn line, duplicate, orphan
             _write_rows(path, keep)
@@ -217,7 +270,10 @@ def _fmt(v) -> str:
 
 def _provenance_key(cfg: RunConfig, ckpt_sha: str, method: str) -> dict:
     """The part of the configuration that determines a method's per-clip results."""
-    key = {"checkpoint_sha256": ckpt_sha, "method": method, "condition": cfg.condition, "fold": cfg.fold,
+    noise = cfg.noise.describe()
+    key = {"checkpoint_sha256": ckpt_sha, "method": method, "condition": cfg.noise.label, "fold": cfg.fold,
+           "noise_sha256": noise and noise["sha256"], "alpha": noise and noise["alpha_used"],
+           "noise_offset": noise and noise["offset"], "domains": list(cfg.domains), "inversion": cfg.inversion,
            "masks": cfg.mask_list, "k": list(cfg.k), "tau": list(cfg.tau)}
     if method == "shap":
         key.update(seed=cfg.seed, shap_nsamples=cfg.shap_nsamples,
@@ -243,20 +299,45 @@ def _save_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def condition_features(ds: ESC50, fcfg, noise: NoiseSpec, progress: bool = False,
+                       batch_size: int = 64) -> torch.Tensor:
+    """Features ``[n_clips, 1, n_freq, n_frames]`` (dB) of every clip of ``ds`` under ``noise``.
+
+    Clean features come from the on-disk cache (:func:`audiointerp.data.fold_features`); noisy
+    ones are mixed and computed in batches.
+    """
+    if noise.is_clean:
+        return fold_features(ds, fcfg, progress=progress)
+    from tqdm.auto import tqdm
+
+    out = []
+    for s in tqdm(range(0, len(ds), batch_size), desc=f"{noise.label} features", disable=not progress):
+        wav = noise.apply(ds.waveforms(range(s, min(s + batch_size, len(ds)))), fcfg.sample_rate)
+        out.append(features(wav, fcfg)[0])
+    return torch.cat(out)
+
+
+def _probs(model, batch: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(predict_logits(model, batch, batch_size=256), dim=1)
+
+
 def run(cfg: RunConfig, progress: bool = True) -> dict:
     """Explain, mask and score every clip of the fold for every method (see module docstring).
 
     Returns:
-        ``{method: summary}`` with the run folder, clips done and timings per method.
+        ``{method: summary}`` with the run folder, clips done and timings per method, plus
+        ``_accuracy`` (the model's accuracy under the condition) and ``_total_seconds``.
 
     Raises:
-        ConfigError: unknown method/mask/condition, bad numbers. CheckpointError: bad checkpoint.
-        DatasetError / AudioFileError: dataset problems (the file is named).
-        ResultsError: the results folder holds a different run.
+        ConfigError: unknown method/mask/condition/domain, bad numbers or noise level, missing
+            noise file. CheckpointError: bad checkpoint.
+        DatasetError / AudioFileError: dataset or noise file problems (the file is named).
+        ResultsError: the results folder holds a different run (nothing is overwritten).
     """
     from tqdm.auto import tqdm
 
     cfg.validate()
+    noise = cfg.noise
     t_start = time.perf_counter()
     model, extractor, ckpt = load_classifier(cfg.checkpoint)
     for p in model.parameters():
@@ -266,23 +347,25 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     ckpt_sha = file_sha256(cfg.checkpoint)
     ds = ESC50(cfg.root, (cfg.fold,), fcfg.sample_rate, fcfg.duration)
     t0 = time.perf_counter()
-    feats = fold_features(ds, fcfg, progress=progress)
+    feats = condition_features(ds, fcfg, noise, progress=progress)
     t_features = time.perf_counter() - t0
     t0 = time.perf_counter()
-    probs = torch.softmax(predict_logits(model, feats), dim=1)
+    with torch.no_grad():
+        probs = _probs(model, feats)
     t_base = time.perf_counter() - t0
     labels = ds.labels
     preds = probs.argmax(1).numpy()
     accuracy = float((preds == labels).mean())
     n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
     masks = cfg.mask_list
+    n_samples = fcfg.n_samples
     summaries = {}
     for method in cfg.methods:
-        out = Path(cfg.results) / name / f"{method}_{cfg.condition}"
+        out = Path(cfg.results) / name / f"{method}_{noise.label}"
         (out / "attributions").mkdir(parents=True, exist_ok=True)
         key = _provenance_key(cfg, ckpt_sha, method)
         previous = _check_or_start(out / "run.json", key)
-        done = completed_samples(out / "csvs", masks)
+        done = completed_samples(out / "csvs", masks, cfg.domains)
         todo = [i for i in range(n) if i not in done]
         kwargs = {}
         if method == "shap" and todo:  # a finished run needs no background
@@ -291,15 +374,15 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             kwargs = {"background": fold_features(tr, fcfg, progress=progress)[torch.from_numpy(bg_idx)],
                       "nsamples": cfg.shap_nsamples, "seed": cfg.seed}
         explainer = make_method(method, model, **kwargs) if todo else None
-        info = {"key": key, "config": {**asdict(cfg), "methods": [method]}, "model": name,
-                "checkpoint": str(cfg.checkpoint), "features": fcfg.to_dict(),
-                "versions": package_versions(), "git_commit": git_commit(), "seed": cfg.seed,
-                "accuracy": {cfg.condition: accuracy}, "n_clips_fold": len(ds),
+        info = {"key": key, "model": name, "method": method, "condition": noise.label, "noise": noise.describe(),
+                "config": {**asdict(cfg), "methods": [method]}, "checkpoint": str(cfg.checkpoint),
+                "features": fcfg.to_dict(), "versions": package_versions(), "git_commit": git_commit(),
+                "seed": cfg.seed, "accuracy": {noise.label: accuracy}, "n_clips_fold": len(ds),
                 "history": previous.get("history", [])}
         _save_json(out / "run.json", {**info, "status": "running"})
-        t_attr = t_fwd = 0.0
+        t_attr = t_fwd = t_audio = 0.0
         t_method = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"{name} {method} {cfg.condition}", disable=not progress)
+        bar = tqdm(total=len(todo), desc=f"{name} {method} {noise.label}", disable=not progress)
         for s in range(0, len(todo), cfg.chunk):
             idx = todo[s:s + cfg.chunk]
             x = feats[idx]
@@ -318,21 +401,45 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             m = torch.stack([mdict[k] for k in masks], dim=1)  # [b, n_masks, 1, F, T]
             x_in, x_out = apply_mask(x[:, None], m)
             b, nm = m.shape[:2]
-            batch = torch.cat([x_in, x_out], dim=1).reshape(b * 2 * nm, *x.shape[1:])
-            p_all = torch.softmax(predict_logits(model, batch, batch_size=len(batch)), 1).reshape(b, 2, nm, -1)
-            t_fwd += time.perf_counter() - t0
+            both = torch.cat([x_in, x_out], dim=1)  # [b, 2 * n_masks, 1, F, T]
+            p_dom, snr = {}, torch.full((b,), float("nan"))
+            with torch.no_grad():
+                if "spectrogram" in cfg.domains:
+                    p_dom["spectrogram"] = _probs(model, both.reshape(b * 2 * nm, *x.shape[1:])).reshape(b, 2, nm, -1)
+                t_fwd += time.perf_counter() - t0
+                if "audio" in cfg.domains:
+                    t0 = time.perf_counter()
+                    wav = noise.apply(ds.waveforms(idx), fcfg.sample_rate)  # [b, n_samples]
+                    spec = stft(wav, fcfg)[:, None]  # [b, 1, n_lin, T]
+                    audio = resynthesise(both, x[:, None], spec, n_samples, fcfg, cfg.inversion)
+                    re_feats = features_only(audio.reshape(b * 2 * nm, n_samples), fcfg)
+                    p_dom["audio"] = _probs(model, re_feats).reshape(b, 2, nm, -1)
+                    plain = resynthesise(x[:, None], x[:, None], spec, n_samples, fcfg, cfg.inversion)[:, 0]
+                    snr = reconstruction_snr_db(wav, plain).float()
+                    for j, i in enumerate(idx):
+                        if i < cfg.audio_examples:
+                            folder = out / "audio" / Path(ds.filenames[i]).stem
+                            write_audio(folder / "clip.wav", wav[j], fcfg.sample_rate)
+                            for k_i, mname in enumerate(masks):
+                                write_audio(folder / f"{mname}_in.wav", audio[j, k_i], fcfg.sample_rate)
+                                write_audio(folder / f"{mname}_out.wav", audio[j, nm + k_i], fcfg.sample_rate)
+                    t_audio += time.perf_counter() - t0
             for k_i, mname in enumerate(masks):
-                sc = score(probs[idx], p_all[:, 0, k_i], p_all[:, 1, k_i], m[:, k_i])
-                rows = [{"sample": i, "filename": ds.filenames[i], "label": int(labels[i]), "pred": int(preds[i]),
-                         "is_correct": int(preds[i] == labels[i]),
-                         **{mt: _fmt(sc[mt][j]) for mt in METRIC_NAMES}} for j, i in enumerate(idx)]
+                rows = []
+                for dom in cfg.domains:
+                    p = p_dom[dom]
+                    sc = score(probs[idx], p[:, 0, k_i], p[:, 1, k_i], m[:, k_i])
+                    rows += [{"sample": i, "filename": ds.filenames[i], "label": int(labels[i]),
+                              "pred": int(preds[i]), "is_correct": int(preds[i] == labels[i]), "domain": dom,
+                              "recon_snr_db": _fmt(snr[j]), **{mt: _fmt(sc[mt][j]) for mt in METRIC_NAMES}}
+                             for j, i in enumerate(idx)]
                 _append_rows(out / "csvs" / f"{mname}.csv", rows)
             bar.update(len(idx))
         bar.close()
         elapsed = time.perf_counter() - t_method
-        n_done = len(completed_samples(out / "csvs", masks))
+        n_done = len(completed_samples(out / "csvs", masks, cfg.domains))
         timing = {"clips_computed": len(todo), "seconds": round(elapsed, 2), "attribution_seconds": round(t_attr, 2),
-                  "mask_forward_seconds": round(t_fwd, 2),
+                  "mask_forward_seconds": round(t_fwd, 2), "audio_domain_seconds": round(t_audio, 2),
                   "clips_per_second": round(len(todo) / elapsed, 3) if todo and elapsed > 0 else None,
                   "features_seconds": round(t_features, 2), "base_forward_seconds": round(t_base, 3),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -342,4 +449,5 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         summaries[method] = {"folder": str(out), "n_clips_done": n_done, **timing}
     summaries["_total_seconds"] = round(time.perf_counter() - t_start, 2)
     summaries["_accuracy"] = accuracy
+    summaries["_condition"] = noise.label
     return summaries
