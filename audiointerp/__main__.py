@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="explain, mask and score a fold; logs to --results")
     r.add_argument("--checkpoint", required=True)
     r.add_argument("--methods", type=_csv_list, default=["saliency", "gradcam", "shap"])
-    r.add_argument("--condition", default="clean")
+    r.add_argument("--condition", default="clean",
+                   help="clean, white, room, horse, white_gen, pink, or a noise file path")
+    level = r.add_mutually_exclusive_group()
+    level.add_argument("--alpha", type=float, default=None, help="clip weight in the mix (default 0.6)")
+    level.add_argument("--snr-db", type=float, default=None, help="clip-to-noise ratio in dB (instead of --alpha)")
+    r.add_argument("--noise-offset", type=float, default=0.0, help="seconds skipped at the start of the noise")
+    r.add_argument("--domains", type=_csv_list, default=["spectrogram", "audio"])
+    r.add_argument("--inversion", default="gain", help="gain (mask on the clip's STFT) or pinv")
+    r.add_argument("--audio-examples", type=int, default=0, help="write the masks' audio of the first N clips")
     r.add_argument("--fold", type=int, default=5)
     r.add_argument("--limit", type=int, default=None)
     r.add_argument("--masks", type=_csv_list, default=None, help="comma-separated mask names (default: all 14)")
@@ -57,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--results", default="results")
     tb.add_argument("--out", default="supplementary")
     tb.add_argument("--model", default=None)
+    tb.add_argument("--mask", default="topK_30_pos", help="the mask of the condition x method tables")
+    tb.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples of the 95%% CIs")
+    tb.add_argument("--seed", type=int, default=0, help="bootstrap seed")
 
     d = sub.add_parser("data", help="download and check the official ESC-50 release")
     d.add_argument("--dest", default="data")
@@ -103,13 +114,16 @@ def _dispatch(args) -> int:
         from .runner import RunConfig, run
 
         s = run(RunConfig(checkpoint=args.checkpoint, methods=args.methods, condition=args.condition,
-                          fold=args.fold, limit=args.limit, masks=args.masks, k=args.k, tau=args.tau,
+                          alpha=args.alpha, snr_db=args.snr_db, noise_offset=args.noise_offset,
+                          domains=tuple(args.domains), inversion=args.inversion,
+                          audio_examples=args.audio_examples, fold=args.fold, limit=args.limit, masks=args.masks, k=args.k, tau=args.tau,
                           shap_nsamples=args.shap_nsamples, seed=args.seed, results=args.results))
         print(json.dumps(s, indent=2))
     elif args.command == "tables":
         from .tables import build_tables
 
-        out = build_tables(args.results, args.out, model=args.model)
+        out = build_tables(args.results, args.out, model=args.model, mask=args.mask,
+                           n_resamples=args.n_resamples, seed=args.seed)
         print(out["summary_markdown"])
     elif args.command == "data":
         from .data import download_esc50

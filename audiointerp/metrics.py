@@ -135,10 +135,16 @@ def comp(m: torch.Tensor) -> torch.Tensor:
     return -(torch.where(pr > 0, pr * pr.log(), torch.zeros_like(pr))).sum(1)
 
 
-def score(p: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor, m: torch.Tensor) -> dict[str, torch.Tensor]:
-    """All seven metrics, each ``[batch]`` (float64 for SPS/COMP, else p's dtype)."""
+def score(p: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor, m: torch.Tensor,
+          mask_scores: dict | None = None) -> dict[str, torch.Tensor]:
+    """All seven metrics, each ``[batch]`` (float64 for SPS/COMP, else p's dtype).
+
+    ``mask_scores`` may pass SPS and COMP already computed for the same masks (they depend on
+    the mask only, so the audio domain reuses the spectrogram domain's).
+    """
+    ms = mask_scores if mask_scores is not None else {"SPS": sps(m), "COMP": comp(m)}
     return {"FF": ff(p, p_out), "AI": ai(p, p_in), "AD": ad(p, p_in), "AG": ag(p, p_in),
-            "FidIn": fid_in(p, p_in), "SPS": sps(m), "COMP": comp(m)}
+            "FidIn": fid_in(p, p_in), "SPS": ms["SPS"], "COMP": ms["COMP"]}
 
 
 def metric(name: str) -> Metric:

@@ -51,8 +51,8 @@ from .errors import ConfigError, ResultsError, unknown_name
 from .fit import predict_logits
 from .interpret import METHODS, make_method, stratified_background
 from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
-from .metrics import METRIC_NAMES, score
-from .models import load_classifier, model_name, package_versions
+from .metrics import METRIC_NAMES, comp, score, sps
+from .models import fuse_for_inference, load_classifier, model_name, package_versions
 from .noise import CONDITIONS, NoiseSpec
 from .processing import INVERSIONS, features, features_only, reconstruction_snr_db, resynthesise, stft
 
@@ -342,6 +342,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     model, extractor, ckpt = load_classifier(cfg.checkpoint)
     for p in model.parameters():
         p.requires_grad_(False)
+    scorer = fuse_for_inference(model)  # BatchNorm folded into the convolutions: scoring passes only
     fcfg = extractor.cfg
     name = model_name(ckpt)
     ckpt_sha = file_sha256(cfg.checkpoint)
@@ -351,7 +352,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     t_features = time.perf_counter() - t0
     t0 = time.perf_counter()
     with torch.no_grad():
-        probs = _probs(model, feats)
+        probs = _probs(scorer, feats)
     t_base = time.perf_counter() - t0
     labels = ds.labels
     preds = probs.argmax(1).numpy()
@@ -405,7 +406,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             p_dom, snr = {}, torch.full((b,), float("nan"))
             with torch.no_grad():
                 if "spectrogram" in cfg.domains:
-                    p_dom["spectrogram"] = _probs(model, both.reshape(b * 2 * nm, *x.shape[1:])).reshape(b, 2, nm, -1)
+                    p_dom["spectrogram"] = _probs(scorer, both.reshape(b * 2 * nm, *x.shape[1:])).reshape(b, 2, nm, -1)
                 t_fwd += time.perf_counter() - t0
                 if "audio" in cfg.domains:
                     t0 = time.perf_counter()
@@ -413,7 +414,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                     spec = stft(wav, fcfg)[:, None]  # [b, 1, n_lin, T]
                     audio = resynthesise(both, x[:, None], spec, n_samples, fcfg, cfg.inversion)
                     re_feats = features_only(audio.reshape(b * 2 * nm, n_samples), fcfg)
-                    p_dom["audio"] = _probs(model, re_feats).reshape(b, 2, nm, -1)
+                    p_dom["audio"] = _probs(scorer, re_feats).reshape(b, 2, nm, -1)
                     plain = resynthesise(x[:, None], x[:, None], spec, n_samples, fcfg, cfg.inversion)[:, 0]
                     snr = reconstruction_snr_db(wav, plain).float()
                     for j, i in enumerate(idx):
@@ -426,9 +427,10 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                     t_audio += time.perf_counter() - t0
             for k_i, mname in enumerate(masks):
                 rows = []
+                mask_scores = {"SPS": sps(m[:, k_i]), "COMP": comp(m[:, k_i])}  # the same in both domains
                 for dom in cfg.domains:
                     p = p_dom[dom]
-                    sc = score(probs[idx], p[:, 0, k_i], p[:, 1, k_i], m[:, k_i])
+                    sc = score(probs[idx], p[:, 0, k_i], p[:, 1, k_i], m[:, k_i], mask_scores)
                     rows += [{"sample": i, "filename": ds.filenames[i], "label": int(labels[i]),
                               "pred": int(preds[i]), "is_correct": int(preds[i] == labels[i]), "domain": dom,
                               "recon_snr_db": _fmt(snr[j]), **{mt: _fmt(sc[mt][j]) for mt in METRIC_NAMES}}

@@ -490,3 +490,23 @@ def test_download_panns_interrupted_leaves_no_part_file(tmp_path, monkeypatch):
         download_panns_cnn14(dest, url="https://example.invalid/x.pth")
     assert PANNS_RECORD_ID in str(err.value)
     assert list(dest.iterdir()) == []
+
+
+def test_fused_inference_copy_matches_the_model():
+    from audiointerp.models import CompactCNN, fuse_for_inference
+
+    torch.manual_seed(0)
+    model = CompactCNN(n_freq=64, n_classes=5, channels=(4, 8, 8, 8)).eval()
+    for bn in [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]:
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+    fused = fuse_for_inference(model)
+    x = torch.randn(3, 1, 64, 40) * 20 - 40
+    with torch.no_grad():
+        assert torch.allclose(fused(x), model(x), atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.blocks.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.blocks.modules())  # original untouched
+    x.requires_grad_(True)
+    model(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -28,15 +28,19 @@ def test_experiments_and_tables_notebooks_run_headless(tmp_path, synthetic_root,
                     "shap_nsamples": 2, "results": str(results)},
         cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
     for method in ("saliency", "gradcam", "shap"):
-        assert len((results / "toy_mel" / f"{method}_clean" / "csvs" / "topK_5_pos.csv").read_text().splitlines()) == 3
+        assert len((results / "toy_mel" / f"{method}_clean" / "csvs" / "topK_5_pos.csv").read_text().splitlines()) == 1 + 2 * 2  # 2 clips x 2 domains
     papermill.execute_notebook(
         str(REPO / "notebooks" / "tables.ipynb"), str(tmp_path / "tables.out.ipynb"),
         parameters={"results": str(results), "out": str(tmp_path / "sup")},
         cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
     assert (tmp_path / "sup" / "summary.md").read_text().count("|") > 10
+    for name in ("accuracy.md", "accuracy.tex", "conditions_topK_30_pos_spectrogram.csv", "tables.md",
+                 "figures/accuracy.png", "figures/conditions_topK_30_pos_toy_mel_spectrogram.png"):
+        assert (tmp_path / "sup" / name).is_file(), name
     executed = json.loads((tmp_path / "tables.out.ipynb").read_text())
     text = json.dumps([c.get("outputs") for c in executed["cells"]])
     assert "FF ↑" in text or "FF \\u2191" in text
+    assert "image/png" in text
 
 
 @pytest.mark.slow
