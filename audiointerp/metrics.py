@@ -25,7 +25,6 @@ COMP = ln N (most complex), never the "simplest".
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

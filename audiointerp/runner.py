@@ -53,7 +53,7 @@ from .interpret import METHODS, make_method, stratified_background
 from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
 from .metrics import METRIC_NAMES, comp, score, sps
 from .models import fuse_for_inference, load_classifier, model_name, package_versions
-from .noise import CONDITIONS, NoiseSpec
+from .noise import NoiseSpec
 from .processing import INVERSIONS, features, features_only, reconstruction_snr_db, resynthesise, stft
 
 DOMAINS = ("spectrogram", "audio")
@@ -317,8 +317,21 @@ def condition_features(ds: ESC50, fcfg, noise: NoiseSpec, progress: bool = False
     return torch.cat(out)
 
 
-def _probs(model, batch: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(predict_logits(model, batch, batch_size=256), dim=1)
+def class_probabilities(model, feats: torch.Tensor) -> torch.Tensor:
+    """Softmax of the logits (one softmax), float32 ``[n, n_classes]``, of features
+    ``[n, 1, F, T]`` in batches of 256 (call under ``torch.no_grad()`` for scoring)."""
+    return torch.softmax(predict_logits(model, feats, batch_size=256), dim=1)
+
+
+
+
+def shap_background(root, fcfg, per_class: int = 2, seed: int = 0, progress: bool = False) -> torch.Tensor:
+    """SHAP's background: ``per_class`` seeded clips of every class of the training folds 1-3
+    (:func:`audiointerp.interpret.stratified_background`), as features ``[n_bg, 1, F, T]`` (dB)
+    from the feature cache."""
+    tr = ESC50(root, TRAIN_FOLDS, fcfg.sample_rate, fcfg.duration)
+    bg_idx = stratified_background(tr.labels, per_class, seed)
+    return fold_features(tr, fcfg, progress=progress)[torch.from_numpy(bg_idx)]
 
 
 def run(cfg: RunConfig, progress: bool = True) -> dict:
@@ -352,7 +365,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     t_features = time.perf_counter() - t0
     t0 = time.perf_counter()
     with torch.no_grad():
-        probs = _probs(scorer, feats)
+        probs = class_probabilities(scorer, feats)
     t_base = time.perf_counter() - t0
     labels = ds.labels
     preds = probs.argmax(1).numpy()
@@ -370,9 +383,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         todo = [i for i in range(n) if i not in done]
         kwargs = {}
         if method == "shap" and todo:  # a finished run needs no background
-            tr = ESC50(cfg.root, TRAIN_FOLDS, fcfg.sample_rate, fcfg.duration)
-            bg_idx = stratified_background(tr.labels, cfg.shap_background_per_class, cfg.seed)
-            kwargs = {"background": fold_features(tr, fcfg, progress=progress)[torch.from_numpy(bg_idx)],
+            kwargs = {"background": shap_background(cfg.root, fcfg, cfg.shap_background_per_class, cfg.seed, progress),
                       "nsamples": cfg.shap_nsamples, "seed": cfg.seed}
         explainer = make_method(method, model, **kwargs) if todo else None
         info = {"key": key, "model": name, "method": method, "condition": noise.label, "noise": noise.describe(),
@@ -406,7 +417,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             p_dom, snr = {}, torch.full((b,), float("nan"))
             with torch.no_grad():
                 if "spectrogram" in cfg.domains:
-                    p_dom["spectrogram"] = _probs(scorer, both.reshape(b * 2 * nm, *x.shape[1:])).reshape(b, 2, nm, -1)
+                    p_dom["spectrogram"] = class_probabilities(scorer, both.reshape(b * 2 * nm, *x.shape[1:])).reshape(b, 2, nm, -1)
                 t_fwd += time.perf_counter() - t0
                 if "audio" in cfg.domains:
                     t0 = time.perf_counter()
@@ -414,7 +425,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                     spec = stft(wav, fcfg)[:, None]  # [b, 1, n_lin, T]
                     audio = resynthesise(both, x[:, None], spec, n_samples, fcfg, cfg.inversion)
                     re_feats = features_only(audio.reshape(b * 2 * nm, n_samples), fcfg)
-                    p_dom["audio"] = _probs(scorer, re_feats).reshape(b, 2, nm, -1)
+                    p_dom["audio"] = class_probabilities(scorer, re_feats).reshape(b, 2, nm, -1)
                     plain = resynthesise(x[:, None], x[:, None], spec, n_samples, fcfg, cfg.inversion)[:, 0]
                     snr = reconstruction_snr_db(wav, plain).float()
                     for j, i in enumerate(idx):

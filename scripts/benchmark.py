@@ -4,8 +4,10 @@ Measures on this machine, for a checkpoint:
   * the forward cost of the classifier, batched, in ms per clip (channels_last vs. contiguous);
   * the bare model passes the 400-clip experiment needs (the floor): one forward of the fold,
     2 x n_masks forwards per clip and method, and SHAP's nsamples forward+backward per clip;
-  * clips/s of each method through the real runner on --clips clips, and the projected minutes
-    of the full fold (all methods), to compare with the 20-minute budget.
+  * the audio domain: re-synthesis of one chunk's masked inputs (gain and pinv inversions),
+    re-analysis, and the reconstruction SNR of unmasked clips through each inversion;
+  * clips/s of each method through the real runner on --clips clips (both domains), and the
+    projected minutes of the full fold (all methods).
 
 Usage: .venv/bin/python scripts/benchmark.py --checkpoint weights/compact_mel.pt [--clips 40]
 """
@@ -72,6 +74,34 @@ def main() -> None:
         model(xg.contiguous(memory_format=torch.channels_last))[:, 0].sum().backward()
 
     t_shap = timed(fwd_bwd, 2)
+    from audiointerp.models import fuse_for_inference
+
+    fused = fuse_for_inference(model)
+    with torch.inference_mode():
+        t_fused = timed(lambda: fused(big.contiguous(memory_format=torch.channels_last)), 2)
+    print(f"one chunk (8 clips x {2 * n_masks} masked inputs): {1000 * t_chunk / 8:.0f} ms/clip, "
+          f"BatchNorm folded (the runner's scorer) {1000 * t_fused / 8:.0f} ms/clip")
+
+    # Audio domain: masked inputs back to audio and re-analysed (one chunk), and the inversions' SNR.
+    from audiointerp.masks import apply_mask
+    from audiointerp.processing import features_only, reconstruction_snr_db, resynthesise, stft
+
+    wav8 = wav[:8]
+    x8 = feats[:8]
+    spec8 = stft(wav8, cfg)[:, None]
+    m = torch.rand(8, 2 * n_masks, 1, *x8.shape[-2:], generator=torch.Generator().manual_seed(0))
+    x_in = apply_mask(x8[:, None], m)[0]
+    t_gain = timed(lambda: resynthesise(x_in, x8[:, None], spec8, cfg.n_samples, cfg, "gain"), 1)
+    audio = resynthesise(x_in, x8[:, None], spec8, cfg.n_samples, cfg, "gain")
+    t_re = timed(lambda: features_only(audio.reshape(-1, cfg.n_samples), cfg), 1)
+    t_pinv = timed(lambda: resynthesise(x8[:2, None], x8[:2, None], spec8[:2], cfg.n_samples, cfg, "pinv"), 1) / 2
+    snr = {inv: reconstruction_snr_db(wav8, resynthesise(x8[:, None], x8[:, None], spec8, cfg.n_samples, cfg,
+                                                          inv)[:, 0]) for inv in ("gain", "pinv")}
+    print(f"audio domain per clip ({2 * n_masks} inputs): re-synthesis (gain) {1000 * t_gain / 8:.0f} ms, "
+          f"re-analysis {1000 * t_re / 8:.0f} ms; pinv re-synthesis {1000 * t_pinv:.0f} ms per input "
+          f"(x {2 * n_masks} = {2 * n_masks * t_pinv:.1f} s per clip)")
+    print(f"reconstruction SNR of unmasked clips, mean over 8: gain {snr['gain'].mean():.1f} dB, "
+          f"pinv {snr['pinv'].mean():.1f} dB (min {snr['pinv'].min():.1f}, max {snr['pinv'].max():.1f})")
     methods = args.methods.split(",")
     n = args.fold_size
     floor = n * ms / 1000 + len(methods) * n * per_clip_masks + ("shap" in methods) * n * t_shap
@@ -87,11 +117,13 @@ def main() -> None:
                               shap_nsamples=args.shap_nsamples), progress=False)[m]
             cps = s["clips_computed"] / s["seconds"]
             total += n / cps
-            rows.append((m, cps, s["attribution_seconds"] / args.clips, s["mask_forward_seconds"] / args.clips))
-    print(f"\n| method | clips/s | attribution s/clip | masks+forward s/clip | projected {n} clips |")
-    print("|---|---|---|---|---|")
-    for m, cps, a, f in rows:
-        print(f"| {m} | {cps:.2f} | {a:.3f} | {f:.3f} | {n / cps / 60:.1f} min |")
+            rows.append((m, cps, s["attribution_seconds"] / args.clips, s["mask_forward_seconds"] / args.clips,
+                         s["audio_domain_seconds"] / args.clips))
+    print(f"\n| method | clips/s | attribution s/clip | spectrogram domain s/clip | audio domain s/clip "
+          f"| projected {n} clips |")
+    print("|---|---|---|---|---|---|")
+    for m, cps, a, f, au in rows:
+        print(f"| {m} | {cps:.2f} | {a:.3f} | {f:.3f} | {au:.3f} | {n / cps / 60:.1f} min |")
     # SHAP's Monte-Carlo noise at the chosen nsamples: agreement of maps from independent seeds,
     # and with a 4x larger reference, averaged over a few clips (Pearson r over all bins).
     from audiointerp.data import TRAIN_FOLDS
@@ -113,8 +145,8 @@ def main() -> None:
     a, b, ref = maps(k, 1), maps(k, 2), maps(4 * k, 3)
     print(f"\nSHAP noise: r(seed a, seed b) at nsamples={k}: {r(a, b):.3f}; "
           f"r(nsamples={k}, nsamples={4 * k}): {r(a, ref):.3f}")
-    print(f"\nprojected main job ({n} clips, {', '.join(methods)}): {total / 60:.1f} min "
-          f"(+ features and tables); budget 20 min")
+    print(f"\nprojected main job ({n} clips, {', '.join(methods)}, both domains): {total / 60:.1f} min "
+          f"(+ features and tables)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,382 @@
+"""Explore one clip: explain, mask, listen and score, with the runner's own functions.
+
+The illustration notebook (``notebooks/illustration.ipynb``) and its widgets call
+:func:`explain_clip`, which chains for ONE clip exactly what :func:`audiointerp.runner.run` does
+for a fold: mix the listening condition into the waveform (:class:`audiointerp.noise.NoiseSpec`),
+compute features (:func:`audiointerp.processing.features`), explain the predicted class
+(:func:`audiointerp.interpret.make_method`), build one mask (:func:`audiointerp.masks.make_masks`),
+split the features into the kept part x_in and its complement x_out
+(:func:`audiointerp.masks.apply_mask`), score both in the spectrogram domain, then re-synthesise
+x_in / x_out to audio with the clip's own STFT phase (:func:`audiointerp.processing.resynthesise`)
+and score the re-analysed audio (:func:`audiointerp.metrics.score`).
+
+Mask-and-reconstruct listenable interpretations follow Parekh et al., "Listen to Interpret:
+Post-hoc Interpretability for Audio Networks with NMF" (L2I, NeurIPS 2022) and Paissan et al.,
+"Posthoc Interpretation via Quantization" (PIQ, 2023): the part of the input that the
+explanation selects is played back, as is what it leaves out.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio_io import load_clip, write_audio
+from .data import esc50_root, read_meta, resolve_audio
+from .errors import ConfigError, unknown_name
+from .interpret import make_method
+from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
+from .metrics import METRIC_NAMES, score
+from .noise import CONDITIONS, NoiseSpec, noise_path
+from .processing import (INVERSIONS, FeatureConfig, features, features_only, mel_filterbank, reconstruction_snr_db,
+                         resynthesise, stft)
+from .runner import DOMAINS, class_probabilities, shap_background
+
+DEFAULT_CLIP = "5-177614-A-5.wav"  # ESC-50 fold 5, class 5 (cat)
+# Mask families: those with a parameter take k (topK*) or tau (pos_thresh) as a fraction in (0, 1].
+MASK_FAMILIES = ("minmax", "sigmoid", "bin", "topK", "minmax_pos", "sigmoid_pos", "pos_thresh", "topK_pos")
+_PARAM = {"topK": "k", "topK_pos": "k", "pos_thresh": "tau"}
+
+
+def mask_family(mask: str) -> tuple[str, float | None]:
+    """Split a mask name into its family of :data:`MASK_FAMILIES` and the fraction in its name:
+    ``topK_25`` -> ``("topK", 0.25)``, ``topK_5_pos`` -> ``("topK_pos", 0.05)``, ``pos_thresh_50`` ->
+    ``("pos_thresh", 0.5)``, ``minmax`` -> ``("minmax", None)``, ``topK`` -> ``("topK", None)``.
+
+    Raises:
+        ConfigError: unknown mask name (lists the families and the standard names).
+    """
+    name = str(mask)
+    m = re.fullmatch(r"(topK|pos_thresh)_(\d+(?:\.\d+)?)(_pos)?", name)
+    if m and not (m.group(1) == "pos_thresh" and m.group(3)):
+        return m.group(1) + (m.group(3) or ""), float(m.group(2)) / 100
+    if name in MASK_FAMILIES:
+        return name, None
+    raise unknown_name("mask", name, [*MASK_FAMILIES, *mask_names()])
+
+
+def parse_mask(mask: str, k: float | None = None, tau: float | None = None) -> tuple[str, float, float]:
+    """Resolve a mask to ``(name, k, tau)`` for :func:`audiointerp.masks.make_masks`.
+
+    ``mask`` is a full name (``minmax``, ``topK_25``, ``topK_5_pos``, ``pos_thresh_50``: k or tau
+    in percent, read from the name) or a family of :data:`MASK_FAMILIES` (``topK``, ``topK_pos``,
+    ``pos_thresh``) whose fraction comes from ``k`` / ``tau``. A fraction given both ways must agree
+    (to 0.5 %). ``k`` / ``tau`` are ignored by masks without a parameter.
+
+    Raises:
+        ConfigError: unknown mask name (lists the valid ones), a fraction outside (0, 1], a missing
+            or contradictory k / tau (the values are quoted).
+    """
+    family, value = mask_family(mask)
+    if family not in _PARAM:
+        return family, DEFAULT_K[0], DEFAULT_TAU[0]
+    param = _PARAM[family]
+    given = k if param == "k" else tau
+    if value is not None and given is not None and abs(float(given) - value) > 0.005:
+        raise ConfigError(f"mask {mask!r} means {param}={value:g}, but {param}={given!r} was given")
+    value = value if value is not None else given
+    if value is None:
+        raise ConfigError(f"mask family {family!r} needs {param} (a fraction in (0, 1])")
+    check_fraction(param, value)
+    name = {"topK": "topK_{}", "topK_pos": "topK_{}_pos", "pos_thresh": "pos_thresh_{}"}[family]
+    name = name.format(round(100 * float(value)))
+    return (name, float(value), DEFAULT_TAU[0]) if param == "k" else (name, DEFAULT_K[0], float(value))
+
+
+def make_explainer(method: str, model, cfg: FeatureConfig, root=None, nsamples: int = 32, seed: int = 0,
+                   per_class: int = 2):
+    """The attribution method as the runner builds it (build once, reuse across clips and widgets).
+
+    Saliency (Simonyan et al. 2014) and Grad-CAM (Selvaraju et al. 2017) need only the model; SHAP
+    (expected gradients, Lundberg & Lee 2017) gets the runner's background: ``per_class`` clips of
+    each class of the training folds 1-3 (:func:`audiointerp.interpret.stratified_background`,
+    seeded), as features ``[n_bg, 1, F, T]`` from the feature cache.
+
+    Raises:
+        ConfigError: unknown method. DatasetError: SHAP without an ESC-50 root (``root`` or
+            ``ESC50_ROOT``).
+    """
+    kwargs = {}
+    if method == "shap":
+        kwargs = {"background": shap_background(root, cfg, per_class, seed), "nsamples": nsamples, "seed": seed}
+    return make_method(method, model, **kwargs)
+
+
+def load_example(filename: str = DEFAULT_CLIP, root=None, sample_rate: int = 16000,
+                 duration: float = 5.0) -> tuple[torch.Tensor, int | None]:
+    """One ESC-50 clip by its official name (``.wav`` or the ``.flac`` copy), as the runner loads it.
+
+    Returns:
+        ``(waveform, target)``: float32 ``[round(duration * sample_rate)]`` mono, peak-normalised, at
+        ``sample_rate`` Hz; the class index from ``meta/esc50.csv`` (None if the csv lacks the clip).
+
+    Raises:
+        DatasetError: ESC-50 root unset/wrong, or the clip missing (named). AudioFileError: corrupt clip.
+    """
+    root = esc50_root(root)
+    path = resolve_audio(root, filename)
+    meta = read_meta(root)
+    rows = meta[meta["filename"].map(lambda f: Path(f).stem) == Path(filename).stem]
+    target = int(rows["target"].iloc[0]) if len(rows) else None
+    return load_clip(path, sample_rate, duration), target
+
+
+def fold_index(filename: str, root=None) -> int | None:
+    """Index of a clip within its fold, as the runner numbers clips (the ``sample`` column of its
+    CSVs, and the per-clip SHAP seed): pass it as ``clip_index`` to :func:`explain_clip` to get the
+    runner's map. None when ``meta/esc50.csv`` lacks the clip.
+
+    Raises:
+        DatasetError: ESC-50 root unset or wrong.
+    """
+    meta = read_meta(root)
+    stems = meta["filename"].map(lambda f: Path(f).stem)
+    hit = meta.loc[stems == Path(filename).stem, "fold"]
+    return stems[meta["fold"] == hit.iloc[0]].tolist().index(Path(filename).stem) if len(hit) else None
+
+
+def available_conditions() -> list[str]:
+    """The conditions of :data:`audiointerp.noise.CONDITIONS` whose noise file can be found here."""
+    out = []
+    for c in CONDITIONS:
+        try:
+            noise_path(c)
+            out.append(c)
+        except ConfigError:
+            pass
+    return out
+
+
+@dataclass
+class ClipExplanation:
+    """One clip explained, masked, re-synthesised and scored (:func:`explain_clip`).
+
+    Attributes:
+        waveform: float32 ``[n_samples]`` the clip as the model hears it (noise mixed in).
+        sample_rate: the model rate in Hz (every waveform here is at this rate).
+        features: float32 ``[1, F, T]`` log-mel / log-STFT in dB (floor -100 dB).
+        probs: float32 ``[n_classes]`` softmax of the logits on ``features``.
+        pred, target: predicted class and the explained class (the prediction unless given).
+        attribution: float32 ``[1, F, T]`` signed map of ``method``.
+        mask: float32 ``[1, F, T]`` in [0, 1]; x_in, x_out: ``[1, F, T]`` dB, the kept part and
+            the complement (:func:`audiointerp.masks.apply_mask`).
+        audio_in, audio_out: float32 ``[n_samples]``, x_in / x_out re-synthesised with the clip's
+            STFT phase (not normalised: a masked clip is as quiet as what it keeps).
+        scores: ``{domain: {metric: float}}`` for domains ``spectrogram`` and ``audio``, metrics of
+            :data:`audiointerp.metrics.METRIC_NAMES`.
+        recon_snr_db: SNR (dB) of the unmasked clip after the same re-synthesis.
+        cfg: the feature configuration; method, mask_name, condition (noise label), inversion.
+    """
+
+    waveform: torch.Tensor
+    sample_rate: int
+    features: torch.Tensor
+    probs: torch.Tensor
+    pred: int
+    target: int
+    attribution: torch.Tensor
+    mask: torch.Tensor
+    x_in: torch.Tensor
+    x_out: torch.Tensor
+    audio_in: torch.Tensor
+    audio_out: torch.Tensor
+    scores: dict = field(default_factory=dict)
+    recon_snr_db: float = float("nan")
+    cfg: FeatureConfig | None = None
+    method: str = ""
+    mask_name: str = ""
+    condition: str = "clean"
+    inversion: str = "gain"
+
+    @property
+    def label(self) -> str:
+        """``<method>_<mask>_<condition>``, e.g. ``saliency_topK_30_clean`` (file-name friendly)."""
+        return f"{self.method}_{self.mask_name}_{self.condition}"
+
+
+def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: str = "topK_30",
+                 k: float | None = None, tau: float | None = None, noise: NoiseSpec = NoiseSpec(),
+                 inversion: str = "gain", explainer=None, target: int | None = None, seed: int = 0,
+                 clip_index: int = 0, root=None, shap_nsamples: int = 32) -> ClipExplanation:
+    """Explain one clip, mask it, re-synthesise x_in / x_out and score both domains (module docstring).
+
+    Args:
+        model, extractor: from :func:`audiointerp.models.load_classifier`.
+        waveform: float32 ``[n_samples]`` (or ``[1, n_samples]``) clean clip at the model rate,
+            ``n_samples = extractor.cfg.n_samples`` (e.g. from :func:`load_example`).
+        method: ``saliency``, ``gradcam`` or ``shap``.
+        mask, k, tau: see :func:`parse_mask` (k, tau fractions in (0, 1]).
+        noise: the listening condition mixed in before anything else (default clean).
+        inversion: ``gain`` or ``pinv`` (:func:`audiointerp.processing.resynthesise`).
+        explainer: a prebuilt method (:func:`make_explainer`; it must be ``method``), else one is
+            built here (SHAP: background from ``root``, ``shap_nsamples`` draws, ``seed``).
+        target: class to explain (default: the predicted class, as the runner does).
+        clip_index: the per-clip seed of SHAP draws (the runner uses the clip's index in the fold).
+
+    Returns:
+        a :class:`ClipExplanation`.
+
+    Raises:
+        ConfigError: unknown method/mask/condition/inversion, bad k/tau/SNR, a waveform of the wrong
+            shape or length, an explainer of another method, a target outside the classes.
+    """
+    cfg = extractor.cfg
+    name, k, tau = parse_mask(mask, k, tau)
+    noise.validate()
+    if inversion not in INVERSIONS:
+        raise unknown_name("inversion", inversion, INVERSIONS)
+    wav = torch.as_tensor(waveform, dtype=torch.float32)
+    if wav.dim() == 2 and wav.shape[0] == 1:
+        wav = wav[0]
+    if wav.dim() != 1 or wav.shape[0] != cfg.n_samples:
+        raise ConfigError(f"waveform must be [{cfg.n_samples}] samples ({cfg.duration} s at {cfg.sample_rate} Hz), "
+                          f"got shape {tuple(wav.shape)}")
+    if explainer is None:
+        explainer = make_explainer(method, model, cfg, root=root, nsamples=shap_nsamples, seed=seed)
+    elif getattr(explainer, "name", method) != method:
+        raise ConfigError(f"explainer is {explainer.name!r} but method {method!r} was asked for")
+    wav = noise.apply(wav[None], cfg.sample_rate)  # [1, n]
+    x = features(wav, cfg)[0]  # [1, 1, F, T]
+    with torch.no_grad():
+        probs = class_probabilities(model, x)  # [1, n_classes]
+    pred = int(probs.argmax(1))
+    tgt = pred if target is None else int(target)
+    if not 0 <= tgt < probs.shape[1]:
+        raise ConfigError(f"target {target!r} is not a class index 0-{probs.shape[1] - 1}")
+    with torch.enable_grad():
+        attr = explainer.attribute(x, torch.tensor([tgt]), seeds=[clip_index])
+    m = make_masks(attr, (k,), (tau,), names=[name])[name]
+    x_in, x_out = apply_mask(x, m)
+    both = torch.cat([x_in, x_out])  # [2, 1, F, T]
+    with torch.no_grad():
+        p_spec = class_probabilities(model, both)
+        spec = stft(wav, cfg)  # [1, n_lin, T]
+        audio = resynthesise(both, x, spec, cfg.n_samples, cfg, inversion)  # [2, n]
+        p_audio = class_probabilities(model, features_only(audio, cfg))
+        plain = resynthesise(x, x, spec, cfg.n_samples, cfg, inversion)
+    scores = {}
+    for dom, p in zip(DOMAINS, (p_spec, p_audio)):
+        sc = score(probs, p[0:1], p[1:2], m)
+        scores[dom] = {mt: float(sc[mt][0]) for mt in METRIC_NAMES}
+    return ClipExplanation(
+        waveform=wav[0], sample_rate=cfg.sample_rate, features=x[0], probs=probs[0], pred=pred, target=tgt,
+        attribution=attr[0], mask=m[0], x_in=x_in[0], x_out=x_out[0], audio_in=audio[0], audio_out=audio[1],
+        scores=scores, recon_snr_db=float(reconstruction_snr_db(wav[0], plain[0])), cfg=cfg, method=method,
+        mask_name=name, condition=noise.label, inversion=inversion)
+
+
+def scores_table(expls):
+    """pandas DataFrame of the scores: one row per (explanation, domain), columns the seven metrics.
+
+    ``expls``: a list of :class:`ClipExplanation` (rows indexed by method, mask, condition, domain).
+    """
+    import pandas as pd
+
+    rows = [{"method": e.method, "mask": e.mask_name, "condition": e.condition, "domain": d, **s,
+             "recon_snr_db": e.recon_snr_db} for e in expls for d, s in e.scores.items()]
+    return pd.DataFrame(rows).set_index(["method", "mask", "condition", "domain"])
+
+
+def _freq_axis(ax, cfg: FeatureConfig, n_freq: int) -> None:
+    """Label rows in Hz: STFT bins are linear; mel rows get their band's centre frequency."""
+    if cfg.kind == "mel":
+        fb = mel_filterbank(cfg)  # [n_lin, n_mels]
+        centres = fb.argmax(0).numpy() * cfg.sample_rate / cfg.n_fft
+    else:
+        centres = np.arange(n_freq) * cfg.sample_rate / cfg.n_fft
+    rows = np.linspace(0, n_freq - 1, 6).round().astype(int)
+    ax.set_yticks(rows + 0.5)
+    ax.set_yticklabels([f"{centres[r]:.0f}" for r in rows])
+    ax.set_ylabel(f"frequency (Hz{', mel rows' if cfg.kind == 'mel' else ''})")
+
+
+def plot_explanation(expl: ClipExplanation, class_names=None):
+    """Matplotlib figure of one explanation: waveform; spectrogram (dB); attribution over the grey
+    spectrogram (red positive, blue negative, colour range the 99th percentile of |A|); mask; x_in;
+    x_out (dB). Time in seconds on x, frequency in Hz on y (mel rows labelled with their centre
+    frequency), colourbars in dB.
+    Returns the Figure (the caller shows, saves or closes it)."""
+    import matplotlib.pyplot as plt
+
+    cfg = expl.cfg
+    n_freq, n_frames = expl.features.shape[-2:]
+    dur = expl.waveform.shape[-1] / expl.sample_rate
+    extent = (0, dur, 0, n_freq)
+    name = (lambda c: class_names[c] if class_names is not None else str(c))
+    fig, axes = plt.subplots(3, 2, figsize=(12, 9), constrained_layout=True)
+    ax = axes[0, 0]
+    t = np.arange(expl.waveform.shape[-1]) / expl.sample_rate
+    ax.plot(t, expl.waveform.numpy(), lw=0.5, color="0.3", label="clip")
+    ax.plot(t, expl.audio_in.numpy(), lw=0.5, color="C3", alpha=0.8, label="x_in (audio)")
+    ax.set(xlim=(0, dur), xlabel="time (s)", ylabel="amplitude", title="waveform")
+    ax.legend(loc="upper right", fontsize=8)
+    x = expl.features[0].numpy()
+    vmin, vmax = max(-100.0, float(x.max()) - 80), float(x.max())
+    panels = [(axes[0, 1], x, "spectrogram (dB)", "magma", (vmin, vmax), "dB"),
+              (axes[1, 1], expl.mask[0].numpy(), f"mask {expl.mask_name}", "viridis", (0, 1), ""),
+              (axes[2, 0], expl.x_in[0].numpy(), "x_in: kept (dB)", "magma", (vmin, vmax), "dB"),
+              (axes[2, 1], expl.x_out[0].numpy(), "x_out: complement (dB)", "magma", (vmin, vmax), "dB")]
+    for ax, img, title, cmap, (lo, hi), unit in panels:
+        im = ax.imshow(img, origin="lower", aspect="auto", extent=extent, cmap=cmap, vmin=lo, vmax=hi,
+                       interpolation="nearest")
+        fig.colorbar(im, ax=ax, label=unit)
+        ax.set(title=title, xlabel="time (s)")
+        _freq_axis(ax, cfg, n_freq)
+    ax = axes[1, 0]
+    a = expl.attribution[0].numpy()
+    lim = float(np.quantile(np.abs(a), 0.99)) or float(np.abs(a).max()) or 1.0  # 1% outliers saturate
+    ax.imshow(x, origin="lower", aspect="auto", extent=extent, cmap="gray", vmin=vmin, vmax=vmax)
+    im = ax.imshow(a, origin="lower", aspect="auto", extent=extent, cmap="bwr", vmin=-lim, vmax=lim, alpha=0.6)
+    fig.colorbar(im, ax=ax, label="attribution")
+    ax.set(title=f"{expl.method} attribution (class {name(expl.target)})", xlabel="time (s)")
+    _freq_axis(ax, cfg, n_freq)
+    s, a_ = expl.scores.get("spectrogram", {}), expl.scores.get("audio", {})
+    fig.suptitle(f"predicted {name(expl.pred)} (p={float(expl.probs[expl.pred]):.2f}), {expl.condition}, "
+                 f"{expl.method} / {expl.mask_name}: FF {s.get('FF', np.nan):.3f} (audio {a_.get('FF', np.nan):.3f}), "
+                 f"FidIn {s.get('FidIn', np.nan):.0f} (audio {a_.get('FidIn', np.nan):.0f})")
+    return fig
+
+
+def audio_players(expl: ClipExplanation) -> dict:
+    """``IPython.display.Audio`` players ``{"original", "masked", "complement"}`` at the model rate,
+    not loudness-normalised (so a masked clip sounds as quiet as it is; samples clipped to [-1, 1])."""
+    from IPython.display import Audio
+
+    sig = {"original": expl.waveform, "masked": expl.audio_in, "complement": expl.audio_out}
+    return {k: Audio(v.clamp(-1, 1).numpy(), rate=expl.sample_rate, normalize=False) for k, v in sig.items()}
+
+
+def players_html(expl: ClipExplanation):
+    """``IPython.display.HTML``: the three :func:`audio_players` side by side, labelled."""
+    from IPython.display import HTML
+
+    cells = "".join(f"<td style='text-align:left'><b>{k}</b><br>{a._repr_html_()}</td>"
+                    for k, a in audio_players(expl).items())
+    return HTML(f"<table><tr>{cells}</tr></table>")
+
+
+def save_explanation(expl: ClipExplanation, folder, stem: str, class_names=None, fig=None) -> dict:
+    """Write ``<stem>_clip.wav``, ``<stem>_in.wav`` (masked), ``<stem>_out.wav`` (complement) as
+    16-bit WAV at the model rate ``expl.sample_rate`` (:func:`audiointerp.audio_io.write_audio`,
+    samples clipped to [-1, 1]) and ``<stem>.png`` (``fig``, or :func:`plot_explanation`; 120 dpi).
+
+    Returns:
+        ``{"clip", "in", "out", "png"}`` -> Path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {part: write_audio(folder / f"{stem}_{part}.wav", sig, expl.sample_rate)
+             for part, sig in (("clip", expl.waveform), ("in", expl.audio_in), ("out", expl.audio_out))}
+    own = fig is None
+    fig = plot_explanation(expl, class_names) if own else fig
+    paths["png"] = folder / f"{stem}.png"
+    fig.savefig(paths["png"], dpi=120)
+    if own:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return paths
