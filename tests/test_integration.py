@@ -1,5 +1,7 @@
 """Smoke run of the whole pipeline on a handful of real ESC-50 clips (needs ESC50_ROOT)."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,12 +45,35 @@ def test_pipeline_on_a_few_real_clips(tmp_path):
         folder = tmp_path / "compact_mel" / f"{method}_clean"
         for mask in MASK_NAMES:
             df = pd.read_csv(folder / "csvs" / f"{mask}.csv")
-            assert df["sample"].tolist() == [0, 1, 2]
+            for domain in ("spectrogram", "audio"):
+                assert sorted(df.loc[df["domain"] == domain, "sample"]) == [0, 1, 2]
             assert np.isfinite(df[["FF", "AD", "AG", "SPS", "COMP"]].to_numpy()).all()
             assert ((df["AD"] >= 0) & (df["AD"] <= 100)).all()
+            assert (df["recon_snr_db"] > 100).all()  # the gain re-synthesis gives the clip back
         a = np.load(next((folder / "attributions").glob("*.npy")))
         assert a.shape == (1, 64, 501) and np.abs(a).sum() > 0
     assert 0 <= out["_accuracy"] <= 1
+
+
+NOISES = os.environ.get("AUDIOINTERP_NOISES")
+
+
+@pytest.mark.skipif(not (NOISES and os.path.isdir(NOISES)), reason="AUDIOINTERP_NOISES not set")
+def test_real_clips_under_real_noise(tmp_path):
+    """The horse whinny (44.1 kHz stereo) mixed at 0 dB into real clips: accuracy logged, both domains."""
+    import json
+
+    from audiointerp.runner import RunConfig, run
+
+    ckpt = need("mel")
+    out = run(RunConfig(checkpoint=str(ckpt), methods=["gradcam"], condition="horse", snr_db=0.0, limit=2,
+                        masks=["topK_30_pos"], results=str(tmp_path), root=str(ROOT)), progress=False)
+    folder = tmp_path / "compact_mel" / "gradcam_horse_snr0dB"
+    info = json.loads((folder / "run.json").read_text())
+    assert info["accuracy"] == {"horse_snr0dB": out["_accuracy"]} and 0 <= out["_accuracy"] <= 1
+    assert info["noise"]["file"].endswith("149024__foxen10__horse_whinny.wav")
+    df = pd.read_csv(folder / "csvs" / "topK_30_pos.csv")
+    assert len(df) == 4 and np.isfinite(df[["FF", "AD", "recon_snr_db"]].to_numpy()).all()
 
 
 def test_stft_gradcam_on_real_clips(tmp_path):

@@ -190,6 +190,12 @@ def test_cli_errors_are_one_line(toy_checkpoint, tmp_path, synthetic_root):
              env={"ESC50_ROOT": str(synthetic_root)})
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "unknown method 'lime'" in r.stderr and "saliency" in r.stderr
+    r = _cli("run", "--checkpoint", str(toy_checkpoint), "--condition", str(tmp_path / "no-such-noise.wav"),
+             "--results", str(tmp_path), env={"ESC50_ROOT": str(synthetic_root)})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no-such-noise.wav" in r.stderr
+    r = _cli("run", "--checkpoint", str(toy_checkpoint), "--condition", "pink", "--snr-db", "inf",
+             "--results", str(tmp_path), env={"ESC50_ROOT": str(synthetic_root)})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "snr_db" in r.stderr and "inf" in r.stderr
     r = _cli("evaluate", "--checkpoint", str(tmp_path / "missing.pt"))
     assert r.returncode == 2 and "checkpoint not found" in r.stderr and "missing.pt" in r.stderr
     r = _cli("evaluate", "--checkpoint", str(toy_checkpoint), env={"ESC50_ROOT": str(tmp_path / "nowhere")})
