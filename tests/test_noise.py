@@ -9,8 +9,9 @@ import soundfile as sf
 import torch
 
 from audiointerp.errors import AudioFileError, ConfigError
-from audiointerp.noise import (CONDITIONS, GENERATED, NOISE_FILES, REPO_NOISES, NoiseSpec, alpha_from_snr,
-                               generate_noise, load_noise, mix, mixing_alpha, snr_db, snr_from_alpha)
+from audiointerp.noise import (CONDITIONS, GENERATED, NOISE_FILES, NoiseSpec, alpha_from_snr, generate_noise,
+                               load_noise, mix, mixing_alpha, noise_path, snr_db, snr_from_alpha,
+                               write_generated_noises)
 
 
 def _sig(n=16000, seed=0, f=440.0):
@@ -110,9 +111,13 @@ def test_labels_name_the_level():
     assert set(CONDITIONS) == {"clean", *NOISE_FILES, *GENERATED}
 
 
-def test_generated_noises_are_committed_and_reproducible():
+def test_generated_noises_are_written_on_first_use_and_reproducible(tmp_path):
+    written = write_generated_noises(tmp_path)
     for name, (colour, fname) in GENERATED.items():
-        data, sr = sf.read(REPO_NOISES / fname, dtype="float32")
+        path = noise_path(name)  # generated into noises/ (or the cache) when missing
+        assert path.is_file() and path.name == fname
+        assert sf.read(path, dtype="float32")[0].tobytes() == sf.read(written[name], dtype="float32")[0].tobytes()
+        data, sr = sf.read(written[name], dtype="float32")
         assert sr == 16000 and data.shape == (80000,)
         assert np.abs(data - generate_noise(colour, 80000, seed=0).numpy()).max() < 1 / 32768 + 1e-6, name
     pink = generate_noise("pink", 1 << 16, seed=0).numpy()
