@@ -29,12 +29,10 @@ from .audio_io import load_clip, write_audio
 from .data import esc50_root, read_meta, resolve_audio
 from .errors import ConfigError, unknown_name
 from .interpret import make_method
-from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
-from .metrics import METRIC_NAMES, score
+from .masks import DEFAULT_K, DEFAULT_TAU, check_fraction, make_masks, mask_names
 from .noise import CONDITIONS, NoiseSpec, noise_path
-from .processing import (INVERSIONS, FeatureConfig, features, features_only, mel_filterbank, reconstruction_snr_db,
-                         resynthesise, stft)
-from .runner import DOMAINS, class_probabilities, shap_background
+from .processing import INVERSIONS, FeatureConfig, features, mel_filterbank
+from .runner import DOMAINS, class_probabilities, score_masks, shap_background
 
 DEFAULT_CLIP = "5-177614-A-5.wav"  # ESC-50 fold 5, class 5 (cat)
 # Mask families: those with a parameter take k (topK*) or tau (pos_thresh) as a fraction in (0, 1].
@@ -250,22 +248,13 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
     with torch.enable_grad():
         attr = explainer.attribute(x, torch.tensor([tgt]), seeds=[clip_index])
     m = make_masks(attr, (k,), (tau,), names=[name])[name]
-    x_in, x_out = apply_mask(x, m)
-    both = torch.cat([x_in, x_out])  # [2, 1, F, T]
-    with torch.no_grad():
-        p_spec = class_probabilities(model, both)
-        spec = stft(wav, cfg)  # [1, n_lin, T]
-        audio = resynthesise(both, x, spec, cfg.n_samples, cfg, inversion)  # [2, n]
-        p_audio = class_probabilities(model, features_only(audio, cfg))
-        plain = resynthesise(x, x, spec, cfg.n_samples, cfg, inversion)
-    scores = {}
-    for dom, p in zip(DOMAINS, (p_spec, p_audio)):
-        sc = score(probs, p[0:1], p[1:2], m)
-        scores[dom] = {mt: float(sc[mt][0]) for mt in METRIC_NAMES}
+    res = score_masks(model, probs, x, wav, m[:, None], cfg, DOMAINS, inversion)  # the runner's scoring path
+    scores = {dom: {mt: float(v[0, 0]) for mt, v in sc.items()} for dom, sc in res.scores.items()}
+    x_in, x_out, audio = res.x_in[:, 0], res.x_out[:, 0], res.audio[0]
     return ClipExplanation(
         waveform=wav[0], sample_rate=cfg.sample_rate, features=x[0], probs=probs[0], pred=pred, target=tgt,
         attribution=attr[0], mask=m[0], x_in=x_in[0], x_out=x_out[0], audio_in=audio[0], audio_out=audio[1],
-        scores=scores, recon_snr_db=float(reconstruction_snr_db(wav[0], plain[0])), cfg=cfg, method=method,
+        scores=scores, recon_snr_db=float(res.recon_snr_db[0]), cfg=cfg, method=method,
         mask_name=name, condition=noise.label, inversion=inversion)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -300,5 +301,12 @@ class NoiseSpec:
         (clean: returned unchanged)."""
         if self.is_clean:
             return clips
-        noise = load_noise(noise_path(self.condition), sample_rate, clips.shape[-1], self.offset)
+        p = noise_path(self.condition)
+        noise = _cached_noise(str(p), p.stat().st_mtime_ns, int(sample_rate), clips.shape[-1], float(self.offset))
         return mix(clips, noise, self.alpha, self.snr_db)
+
+
+@lru_cache(maxsize=8)
+def _cached_noise(path: str, mtime_ns: int, sample_rate: int, n_samples: int, offset: float) -> torch.Tensor:
+    """:func:`load_noise`, read and resampled once per (file version, rate, length, offset)."""
+    return load_noise(path, sample_rate, n_samples, offset)

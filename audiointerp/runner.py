@@ -334,6 +334,71 @@ def shap_background(root, fcfg, per_class: int = 2, seed: int = 0, progress: boo
     return fold_features(tr, fcfg, progress=progress)[torch.from_numpy(bg_idx)]
 
 
+@dataclass
+class MaskScores:
+    """What :func:`score_masks` returns.
+
+    Attributes:
+        x_in, x_out: masked features ``[batch, n_masks, 1, F, T]`` (dB).
+        audio: re-synthesised x_in then x_out, float32 ``[batch, 2 * n_masks, n_samples]``
+            (None without the audio domain).
+        scores: ``{domain: {metric: [batch, n_masks]}}``.
+        recon_snr_db: ``[batch]`` SNR (dB) of the unmasked clip through the re-synthesis (NaN
+            without the audio domain).
+        seconds: wall time per domain.
+    """
+
+    x_in: torch.Tensor
+    x_out: torch.Tensor
+    audio: torch.Tensor | None
+    scores: dict
+    recon_snr_db: torch.Tensor
+    seconds: dict
+
+
+def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor | None, m: torch.Tensor, fcfg,
+                domains=DOMAINS, inversion: str = "gain") -> MaskScores:
+    """Mask clips, run the classifier on x_in / x_out and score them in each domain.
+
+    The one scoring path of the runner and of :func:`audiointerp.explore.explain_clip`. All
+    masks of all clips go through the model in one batch per domain; ``audio`` re-synthesises
+    them with the clips' own STFT phase (:func:`audiointerp.processing.resynthesise`) and
+    re-analyses the audio. SPS and COMP depend on the mask only and are computed once.
+
+    Args:
+        scorer: the classifier (eval mode; e.g. :func:`audiointerp.models.fuse_for_inference`).
+        probs: softmax of the unmasked clips ``[batch, n_classes]``.
+        x: features ``[batch, 1, F, T]`` (dB); wav: the clips ``[batch, n_samples]`` (needed for
+            the audio domain only).
+        m: masks ``[batch, n_masks, 1, F, T]`` in [0, 1].
+        domains: ``spectrogram`` and/or ``audio``; inversion: ``gain`` or ``pinv``.
+    """
+    x_in, x_out = apply_mask(x[:, None], m)
+    b, nm = m.shape[:2]
+    both = torch.cat([x_in, x_out], dim=1)  # [b, 2 * n_masks, 1, F, T]
+    flat_m = m.reshape(b * nm, *m.shape[2:])
+    mask_scores = {"SPS": sps(flat_m), "COMP": comp(flat_m)}  # the same in both domains
+    p_rep = probs.repeat_interleave(nm, dim=0)
+    scores, seconds, audio = {}, {}, None
+    snr = torch.full((b,), float("nan"))
+    with torch.no_grad():
+        for dom in domains:
+            t0 = time.perf_counter()
+            if dom == "spectrogram":
+                feats = both.reshape(b * 2 * nm, *x.shape[1:])
+            else:
+                spec = stft(wav, fcfg)[:, None]  # [b, 1, n_lin, T]
+                audio = resynthesise(both, x[:, None], spec, fcfg.n_samples, fcfg, inversion)
+                feats = features_only(audio.reshape(b * 2 * nm, fcfg.n_samples), fcfg)
+                plain = resynthesise(x[:, None], x[:, None], spec, fcfg.n_samples, fcfg, inversion)[:, 0]
+                snr = reconstruction_snr_db(wav, plain).float()
+            p = class_probabilities(scorer, feats).reshape(b, 2, nm, -1)
+            sc = score(p_rep, p[:, 0].reshape(b * nm, -1), p[:, 1].reshape(b * nm, -1), flat_m, mask_scores)
+            scores[dom] = {k: v.reshape(b, nm) for k, v in sc.items()}
+            seconds[dom] = time.perf_counter() - t0
+    return MaskScores(x_in, x_out, audio, scores, snr, seconds)
+
+
 def run(cfg: RunConfig, progress: bool = True) -> dict:
     """Explain, mask and score every clip of the fold for every method (see module docstring).
 
@@ -372,7 +437,6 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     accuracy = float((preds == labels).mean())
     n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
     masks = cfg.mask_list
-    n_samples = fcfg.n_samples
     summaries = {}
     for method in cfg.methods:
         out = Path(cfg.results) / name / f"{method}_{noise.label}"
@@ -411,41 +475,24 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             t0 = time.perf_counter()
             mdict = make_masks(attr, cfg.k, cfg.tau, names=masks)
             m = torch.stack([mdict[k] for k in masks], dim=1)  # [b, n_masks, 1, F, T]
-            x_in, x_out = apply_mask(x[:, None], m)
-            b, nm = m.shape[:2]
-            both = torch.cat([x_in, x_out], dim=1)  # [b, 2 * n_masks, 1, F, T]
-            p_dom, snr = {}, torch.full((b,), float("nan"))
-            with torch.no_grad():
-                if "spectrogram" in cfg.domains:
-                    p_dom["spectrogram"] = class_probabilities(scorer, both.reshape(b * 2 * nm, *x.shape[1:])).reshape(b, 2, nm, -1)
-                t_fwd += time.perf_counter() - t0
-                if "audio" in cfg.domains:
-                    t0 = time.perf_counter()
-                    wav = noise.apply(ds.waveforms(idx), fcfg.sample_rate)  # [b, n_samples]
-                    spec = stft(wav, fcfg)[:, None]  # [b, 1, n_lin, T]
-                    audio = resynthesise(both, x[:, None], spec, n_samples, fcfg, cfg.inversion)
-                    re_feats = features_only(audio.reshape(b * 2 * nm, n_samples), fcfg)
-                    p_dom["audio"] = class_probabilities(scorer, re_feats).reshape(b, 2, nm, -1)
-                    plain = resynthesise(x[:, None], x[:, None], spec, n_samples, fcfg, cfg.inversion)[:, 0]
-                    snr = reconstruction_snr_db(wav, plain).float()
-                    for j, i in enumerate(idx):
-                        if i < cfg.audio_examples:
-                            folder = out / "audio" / Path(ds.filenames[i]).stem
-                            write_audio(folder / "clip.wav", wav[j], fcfg.sample_rate)
-                            for k_i, mname in enumerate(masks):
-                                write_audio(folder / f"{mname}_in.wav", audio[j, k_i], fcfg.sample_rate)
-                                write_audio(folder / f"{mname}_out.wav", audio[j, nm + k_i], fcfg.sample_rate)
-                    t_audio += time.perf_counter() - t0
+            wav = noise.apply(ds.waveforms(idx), fcfg.sample_rate) if "audio" in cfg.domains else None
+            res = score_masks(scorer, probs[idx], x, wav, m, fcfg, cfg.domains, cfg.inversion)
+            t_fwd += time.perf_counter() - t0 - res.seconds.get("audio", 0.0)
+            t_audio += res.seconds.get("audio", 0.0)
+            nm = len(masks)
+            for j, i in enumerate(idx):
+                if i < cfg.audio_examples and res.audio is not None:
+                    folder = out / "audio" / Path(ds.filenames[i]).stem
+                    write_audio(folder / "clip.wav", wav[j], fcfg.sample_rate)
+                    for k_i, mname in enumerate(masks):
+                        write_audio(folder / f"{mname}_in.wav", res.audio[j, k_i], fcfg.sample_rate)
+                        write_audio(folder / f"{mname}_out.wav", res.audio[j, nm + k_i], fcfg.sample_rate)
             for k_i, mname in enumerate(masks):
-                rows = []
-                mask_scores = {"SPS": sps(m[:, k_i]), "COMP": comp(m[:, k_i])}  # the same in both domains
-                for dom in cfg.domains:
-                    p = p_dom[dom]
-                    sc = score(probs[idx], p[:, 0, k_i], p[:, 1, k_i], m[:, k_i], mask_scores)
-                    rows += [{"sample": i, "filename": ds.filenames[i], "label": int(labels[i]),
-                              "pred": int(preds[i]), "is_correct": int(preds[i] == labels[i]), "domain": dom,
-                              "recon_snr_db": _fmt(snr[j]), **{mt: _fmt(sc[mt][j]) for mt in METRIC_NAMES}}
-                             for j, i in enumerate(idx)]
+                rows = [{"sample": i, "filename": ds.filenames[i], "label": int(labels[i]), "pred": int(preds[i]),
+                         "is_correct": int(preds[i] == labels[i]), "domain": dom,
+                         "recon_snr_db": _fmt(res.recon_snr_db[j]),
+                         **{mt: _fmt(res.scores[dom][mt][j, k_i]) for mt in METRIC_NAMES}}
+                        for dom in cfg.domains for j, i in enumerate(idx)]
                 _append_rows(out / "csvs" / f"{mname}.csv", rows)
             bar.update(len(idx))
         bar.close()
