@@ -22,7 +22,12 @@ predicted class). Attributions are signed float32 maps; masks are built from the
   correlate at r = 0.66, and a 32-draw map with a 128-draw map at r = 0.76. Draws are seeded
   per clip, so a resumed run is identical.
 
-Learned interpreters (PIQ, L2I) join the same registry in a later issue.
+* ``piq`` / ``l2i`` -- the learned interpreters of :mod:`audiointerp.learned` (PIQ: Paissan et
+  al. 2023; L2I: Parekh et al., NeurIPS 2022), loaded from a checkpoint trained for this
+  classifier. Their native output is a mask over the clip's log1p STFT
+  (:meth:`LearnedMethod.native_mask`); ``attribute`` returns their real-valued map (PIQ: the
+  decoder's mask logits; L2I: the relevance-weighted NMF ratio) carried to the feature grid,
+  from which the 14 masks are built like for the other methods.
 """
 
 from __future__ import annotations
@@ -160,13 +165,91 @@ class SHAPMethod(Attribution):
         return torch.cat(out)
 
 
-METHODS = {"saliency": SaliencyMethod, "gradcam": GradCAMMethod, "shap": SHAPMethod}
+class LearnedMethod(Attribution):
+    """A learned interpreter (PIQ or L2I) behind the ``attribute`` interface.
+
+    Args:
+        model: the classifier (frozen; its ``cam_layer`` output feeds the interpreter).
+        interpreter: an interpreter checkpoint path or an ``(net, ckpt)`` pair from
+            :func:`audiointerp.learned.load_interpreter`.
+        classifier_checkpoint: the classifier's checkpoint file; when given, the interpreter
+            must have been trained for it (SHA-256 checked).
+        features: the classifier's feature configuration (default: the interpreter's).
+
+    Raises:
+        CheckpointError: bad interpreter checkpoint, another kind, another classifier, or a
+            feature configuration other than the interpreter's (both quoted).
+    """
+
+    name = "learned"
+
+    def __init__(self, model: nn.Module, interpreter, classifier_checkpoint=None, features=None):
+        from .errors import CheckpointError
+        from .learned import HiddenMap, load_interpreter
+        from .processing import FeatureConfig
+
+        super().__init__(model)
+        if isinstance(interpreter, tuple):
+            self.net, self.ckpt = interpreter
+        else:
+            self.net, self.ckpt = load_interpreter(interpreter, classifier_checkpoint, kind=self.name)
+        self.cfg = FeatureConfig.from_dict(self.ckpt["features"])
+        if features is not None and features != self.cfg:
+            raise CheckpointError(f"interpreter {self.ckpt.get('path')} was trained on features "
+                                  f"{self.cfg.to_dict()}, not {features.to_dict()}")
+        self._hidden = HiddenMap(model)
+
+    def _explain(self, x, target):
+        target = _check(x, target)
+        with torch.no_grad():
+            _, hidden = self._hidden(x)
+            if tuple(hidden.shape[1:]) != tuple(self.net.hidden_shape):
+                raise ConfigError(f"the classifier's hidden map is {tuple(hidden.shape[1:])} but the {self.name} "
+                                   f"interpreter was trained on {tuple(self.net.hidden_shape)} (another classifier "
+                                   f"or clip length)")
+            return self.net.explain(hidden, target)
+
+    def native_mask(self, x: torch.Tensor, target) -> torch.Tensor:
+        """The method's own mask over the log1p STFT: float32 ``[batch, 1, n_fft//2+1, n_frames]``
+        in [0, 1] (apply with :func:`audiointerp.learned.masked_magnitude`)."""
+        return self._explain(x, target)[0][:, None].contiguous()
+
+    def attribute(self, x, target, **kwargs):
+        """``[batch, 1, n_freq, n_frames]``: the real-valued map on the classifier's feature grid
+        (:func:`audiointerp.learned.to_feature_grid`)."""
+        from .learned import to_feature_grid
+
+        return to_feature_grid(self._explain(x, target)[1][:, None], self.cfg).contiguous()
+
+    def explain(self, x: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(native_mask, attribute)`` from one pass (shapes as in the two methods)."""
+        from .learned import to_feature_grid
+
+        mask, amap = self._explain(x, target)
+        return mask[:, None].contiguous(), to_feature_grid(amap[:, None], self.cfg).contiguous()
+
+
+class PIQMethod(LearnedMethod):
+    """PIQ (Paissan et al., "Posthoc Interpretation via Quantization", 2023): map = mask logits."""
+
+    name = "piq"
+
+
+class L2IMethod(LearnedMethod):
+    """L2I (Parekh et al., NeurIPS 2022): map = relevance-weighted NMF ratio, mask = W_S H_S / W H."""
+
+    name = "l2i"
+
+
+METHODS = {"saliency": SaliencyMethod, "gradcam": GradCAMMethod, "shap": SHAPMethod, "piq": PIQMethod,
+           "l2i": L2IMethod}
+LEARNED = ("piq", "l2i")
 
 
 def make_method(name: str, model: nn.Module, **kwargs) -> Attribution:
-    """Instantiate attribution method ``name`` ('saliency', 'gradcam', 'shap') for ``model``.
+    """Instantiate attribution method ``name`` ('saliency', 'gradcam', 'shap', 'piq', 'l2i') for ``model``.
 
-    ``kwargs`` go to the method (SHAP needs ``background``).
+    ``kwargs`` go to the method (SHAP needs ``background``; PIQ and L2I an ``interpreter``).
 
     Raises:
         ConfigError: unknown name (lists the valid ones).

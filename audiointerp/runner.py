@@ -47,9 +47,9 @@ import torch
 
 from .audio_io import write_audio
 from .data import ESC50, TRAIN_FOLDS, fold_features
-from .errors import ConfigError, ResultsError, unknown_name
+from .errors import CheckpointError, ConfigError, ResultsError, unknown_name
 from .fit import predict_logits
-from .interpret import METHODS, make_method, stratified_background
+from .interpret import LEARNED, METHODS, make_method, stratified_background
 from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
 from .metrics import METRIC_NAMES, comp, score, sps
 from .models import fuse_for_inference, load_classifier, model_name, package_versions
@@ -57,6 +57,7 @@ from .noise import NoiseSpec
 from .processing import INVERSIONS, features, features_only, reconstruction_snr_db, resynthesise, stft
 
 DOMAINS = ("spectrogram", "audio")
+NATIVE = "native"  # the learned interpreters' own mask
 CSV_COLUMNS = ["sample", "filename", "label", "pred", "is_correct", "domain", "recon_snr_db", *METRIC_NAMES]
 
 
@@ -66,7 +67,10 @@ class RunConfig:
 
     Attributes:
         checkpoint: classifier checkpoint path.
-        methods: attribution methods (``saliency``, ``gradcam``, ``shap``).
+        methods: attribution methods (``saliency``, ``gradcam``, ``shap``, ``piq``, ``l2i``).
+        interpreters: checkpoint of each learned method (``{"piq": path, "l2i": path}``); a method
+            not listed uses ``<classifier folder>/<method>_<classifier stem>.pt``
+            (:func:`audiointerp.learned.default_interpreter_path`).
         condition: listening condition: ``clean``, a noise of
             :data:`audiointerp.noise.CONDITIONS` (``white``, ``room``, ``horse``, ``white_gen``,
             ``pink``) or a noise file path.
@@ -89,6 +93,7 @@ class RunConfig:
 
     checkpoint: str
     methods: list = field(default_factory=lambda: ["saliency", "gradcam", "shap"])
+    interpreters: dict = field(default_factory=dict)
     condition: str = "clean"
     alpha: float | None = None
     snr_db: float | None = None
@@ -118,6 +123,10 @@ class RunConfig:
             if m not in METHODS:
                 raise unknown_name("method", m, METHODS)
         self.noise.validate()
+        for m in self.methods:
+            if m in LEARNED and not Path(self.interpreter(m)).is_file():
+                raise CheckpointError(f"no {m} interpreter for {self.checkpoint}: {self.interpreter(m)} is missing; "
+                                      f"train one with notebooks/train_{m}.ipynb or pass its path in interpreters")
         if isinstance(self.domains, str):
             self.domains = tuple(d for d in self.domains.split(",") if d)
         self.domains = tuple(self.domains)
@@ -156,6 +165,17 @@ class RunConfig:
     @property
     def mask_list(self) -> list:
         return list(self.masks) if self.masks else mask_names(self.k, self.tau)
+
+    def method_masks(self, method: str) -> list:
+        """The masks scored for ``method``: a learned interpreter's ``native`` mask first, then
+        :attr:`mask_list`."""
+        return ([NATIVE] if method in LEARNED else []) + self.mask_list
+
+    def interpreter(self, method: str) -> str:
+        """The interpreter checkpoint of learned method ``method``."""
+        from .learned import default_interpreter_path
+
+        return str(self.interpreters.get(method) or default_interpreter_path(self.checkpoint, method))
 
 
 def git_commit() -> str:
@@ -274,7 +294,9 @@ def _provenance_key(cfg: RunConfig, ckpt_sha: str, method: str) -> dict:
     key = {"checkpoint_sha256": ckpt_sha, "method": method, "condition": cfg.noise.label, "fold": cfg.fold,
            "noise_sha256": noise and noise["sha256"], "alpha": noise and noise["alpha_used"],
            "noise_offset": noise and noise["offset"], "domains": list(cfg.domains), "inversion": cfg.inversion,
-           "masks": cfg.mask_list, "k": list(cfg.k), "tau": list(cfg.tau)}
+           "masks": cfg.method_masks(method), "k": list(cfg.k), "tau": list(cfg.tau)}
+    if method in LEARNED:
+        key["interpreter_sha256"] = file_sha256(cfg.interpreter(method))
     if method == "shap":
         key.update(seed=cfg.seed, shap_nsamples=cfg.shap_nsamples,
                    shap_background_per_class=cfg.shap_background_per_class)
@@ -357,7 +379,7 @@ class MaskScores:
 
 
 def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor | None, m: torch.Tensor, fcfg,
-                domains=DOMAINS, inversion: str = "gain") -> MaskScores:
+                domains=DOMAINS, inversion: str = "gain", native: torch.Tensor | None = None) -> MaskScores:
     """Mask clips, run the classifier on x_in / x_out and score them in each domain.
 
     The one scoring path of the runner and of :func:`audiointerp.explore.explain_clip`. All
@@ -372,9 +394,30 @@ def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor 
             the audio domain only).
         m: masks ``[batch, n_masks, 1, F, T]`` in [0, 1].
         domains: ``spectrogram`` and/or ``audio``; inversion: ``gain`` or ``pinv``.
+        native: a learned interpreter's own masks over the log1p STFT,
+            ``[batch, n_native, 1, n_fft//2+1, n_frames]`` in [0, 1], standing for the first
+            ``n_native`` entries of ``m`` (their feature-grid versions, used for SPS and COMP).
+            They are applied as PIQ / L2I apply them: x_in has the magnitude
+            ``expm1(M ⊙ log1p|STFT|)`` and x_out ``expm1((1 − M) ⊙ log1p|STFT|)``
+            (:func:`audiointerp.learned.masked_magnitude`); the audio domain is their ISTFT with the
+            clip's phase. Needs ``wav``.
+
+    Raises:
+        ConfigError: native masks without the clips' waveforms.
     """
     x_in, x_out = apply_mask(x[:, None], m)
     b, nm = m.shape[:2]
+    n_nat, nat_spec = 0, None
+    if native is not None:
+        if wav is None:
+            raise ConfigError("native masks need the clips' waveforms (wav)")
+        from .learned import log1p_spectrogram, magnitude_features, masked_magnitude
+
+        n_nat = native.shape[1]
+        L, nat_spec = log1p_spectrogram(wav, fcfg)
+        for j, mm in enumerate((native, 1 - native)):
+            mag = masked_magnitude(L[:, None], mm[:, :, 0]).flatten(0, 1)
+            (x_in, x_out)[j][:, :n_nat] = magnitude_features(mag, fcfg).reshape(b, n_nat, *x.shape[1:])
     both = torch.cat([x_in, x_out], dim=1)  # [b, 2 * n_masks, 1, F, T]
     flat_m = m.reshape(b * nm, *m.shape[2:])
     mask_scores = {"SPS": sps(flat_m), "COMP": comp(flat_m)}  # the same in both domains
@@ -389,6 +432,14 @@ def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor 
             else:
                 spec = stft(wav, fcfg)[:, None]  # [b, 1, n_lin, T]
                 audio = resynthesise(both, x[:, None], spec, fcfg.n_samples, fcfg, inversion)
+                if n_nat:  # the learned interpreters' own synthesis: ISTFT of expm1(M ⊙ L), clip phase
+                    from .learned import masked_audio
+
+                    for j, mm in enumerate((native, 1 - native)):
+                        sl = slice(j * nm, j * nm + n_nat)
+                        audio[:, sl] = masked_audio(nat_spec[:, None].expand(b, n_nat, *nat_spec.shape[1:]).flatten(0, 1),
+                                                    mm[:, :, 0].flatten(0, 1), fcfg, fcfg.n_samples
+                                                    ).reshape(b, n_nat, -1)
                 feats = features_only(audio.reshape(b * 2 * nm, fcfg.n_samples), fcfg)
                 plain = resynthesise(x[:, None], x[:, None], spec, fcfg.n_samples, fcfg, inversion)[:, 0]
                 snr = reconstruction_snr_db(wav, plain).float()
@@ -436,9 +487,10 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     preds = probs.argmax(1).numpy()
     accuracy = float((preds == labels).mean())
     n = len(ds) if cfg.limit is None else min(cfg.limit, len(ds))
-    masks = cfg.mask_list
     summaries = {}
     for method in cfg.methods:
+        masks = cfg.method_masks(method)
+        learned = method in LEARNED
         out = Path(cfg.results) / name / f"{method}_{noise.label}"
         (out / "attributions").mkdir(parents=True, exist_ok=True)
         key = _provenance_key(cfg, ckpt_sha, method)
@@ -446,12 +498,16 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         done = completed_samples(out / "csvs", masks, cfg.domains)
         todo = [i for i in range(n) if i not in done]
         kwargs = {}
+        if learned:  # loaded even when finished: a checkpoint of another classifier is refused
+            kwargs = {"interpreter": cfg.interpreter(method), "classifier_checkpoint": cfg.checkpoint,
+                      "features": fcfg}
         if method == "shap" and todo:  # a finished run needs no background
             kwargs = {"background": shap_background(cfg.root, fcfg, cfg.shap_background_per_class, cfg.seed, progress),
                       "nsamples": cfg.shap_nsamples, "seed": cfg.seed}
-        explainer = make_method(method, model, **kwargs) if todo else None
+        explainer = make_method(method, model, **kwargs) if todo or learned else None
         info = {"key": key, "model": name, "method": method, "condition": noise.label, "noise": noise.describe(),
                 "config": {**asdict(cfg), "methods": [method]}, "checkpoint": str(cfg.checkpoint),
+                "interpreter": cfg.interpreter(method) if learned else None,
                 "features": fcfg.to_dict(), "versions": package_versions(), "git_commit": git_commit(),
                 "seed": cfg.seed, "accuracy": {noise.label: accuracy}, "n_clips_fold": len(ds),
                 "history": previous.get("history", [])}
@@ -464,8 +520,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             x = feats[idx]
             target = torch.from_numpy(preds[idx])
             t0 = time.perf_counter()
-            with torch.enable_grad():
-                attr = explainer.attribute(x, target, seeds=idx)
+            native = None
+            if learned:
+                native, attr = explainer.explain(x, target)
+            else:
+                with torch.enable_grad():
+                    attr = explainer.attribute(x, target, seeds=idx)
             t_attr += time.perf_counter() - t0
             for j, i in enumerate(idx):
                 path = out / "attributions" / f"{Path(ds.filenames[i]).stem}.npy"
@@ -473,10 +533,16 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
                 np.save(tmp, attr[j].numpy().astype(np.float16))
                 os.replace(tmp, path)
             t0 = time.perf_counter()
-            mdict = make_masks(attr, cfg.k, cfg.tau, names=masks)
+            mdict = make_masks(attr, cfg.k, cfg.tau, names=cfg.mask_list)
+            if learned:
+                from .learned import to_feature_grid
+
+                mdict[NATIVE] = to_feature_grid(native, fcfg)
             m = torch.stack([mdict[k] for k in masks], dim=1)  # [b, n_masks, 1, F, T]
-            wav = noise.apply(ds.waveforms(idx), fcfg.sample_rate) if "audio" in cfg.domains else None
-            res = score_masks(scorer, probs[idx], x, wav, m, fcfg, cfg.domains, cfg.inversion)
+            need_wav = "audio" in cfg.domains or learned
+            wav = noise.apply(ds.waveforms(idx), fcfg.sample_rate) if need_wav else None
+            res = score_masks(scorer, probs[idx], x, wav, m, fcfg, cfg.domains, cfg.inversion,
+                              native=native[:, None] if learned else None)
             t_fwd += time.perf_counter() - t0 - res.seconds.get("audio", 0.0)
             t_audio += res.seconds.get("audio", 0.0)
             nm = len(masks)
