@@ -10,11 +10,11 @@ AUDIOINTERP_NOISES ?= $(if $(wildcard ../shared/noises),$(abspath ../shared/nois
 export ESC50_ROOT AUDIOINTERP_NOISES
 
 CHECKPOINT ?= weights/compact_mel.pt
-METHODS ?= saliency,gradcam,shap
+METHODS ?= saliency,gradcam,shap,piq,l2i
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments reproduce grid-report tables test data benchmark train-mel train-stft clean-venv
+.PHONY: venv experiments reproduce grid-report tables test data benchmark train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -70,6 +70,18 @@ train-mel: venv
 
 train-stft: venv
 	$(PY) -m papermill --cwd notebooks notebooks/train_model_stft.ipynb $(NB_OUT)/train_model_stft.ipynb
+
+# NMF dictionary, L2I and PIQ for a classifier (MODEL=compact_mel or compact_stft): notebooks/train_*.ipynb.
+MODEL ?= compact_mel
+train-nmf train-l2i train-piq: train-%: venv
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/train_$*.ipynb $(NB_OUT)/train_$*_$(MODEL).ipynb \
+		-p checkpoint ../weights/$(MODEL).pt -p out ../weights/$*_$(MODEL).pt
+
+# The overlap test of the learned interpreters' paper (L2I), for all five methods: supplementary/overlap/.
+overlap: venv
+	for model in compact_mel compact_stft; do \
+		$(PY) scripts/overlap.py --checkpoint weights/$$model.pt --methods $(METHODS) --out supplementary/overlap; done
 
 clean-venv:
 	rm -rf $(VENV)

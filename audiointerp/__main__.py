@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="explain, mask and score a fold; logs to --results")
     r.add_argument("--checkpoint", required=True)
-    r.add_argument("--methods", type=_csv_list, default=["saliency", "gradcam", "shap"])
+    r.add_argument("--methods", type=_csv_list, default=["saliency", "gradcam", "shap"],
+                   help="saliency, gradcam, shap, piq, l2i (comma-separated)")
+    r.add_argument("--interpreters", type=_csv_list, default=[],
+                   help="learned interpreters as method=path, e.g. piq=weights/piq_compact_mel.pt "
+                        "(default: <method>_<classifier>.pt next to the classifier)")
     r.add_argument("--condition", default="clean",
                    help="clean, white, room, horse, white_gen, pink, or a noise file path")
     level = r.add_mutually_exclusive_group()
@@ -113,7 +117,14 @@ def _dispatch(args) -> int:
     elif args.command == "run":
         from .runner import RunConfig, run
 
-        s = run(RunConfig(checkpoint=args.checkpoint, methods=args.methods, condition=args.condition,
+        from .errors import ConfigError
+
+        bad = [v for v in args.interpreters if "=" not in v]
+        if bad:
+            raise ConfigError(f"--interpreters takes method=path, got {bad[0]!r}")
+        interpreters = dict(v.split("=", 1) for v in args.interpreters)
+        s = run(RunConfig(checkpoint=args.checkpoint, methods=args.methods, interpreters=interpreters,
+                          condition=args.condition,
                           alpha=args.alpha, snr_db=args.snr_db, noise_offset=args.noise_offset,
                           domains=tuple(args.domains), inversion=args.inversion,
                           audio_examples=args.audio_examples, fold=args.fold, limit=args.limit, masks=args.masks, k=args.k, tau=args.tau,

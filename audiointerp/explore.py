@@ -28,11 +28,12 @@ import torch
 from .audio_io import load_clip, write_audio
 from .data import esc50_root, read_meta, resolve_audio
 from .errors import ConfigError, unknown_name
-from .interpret import make_method
+from .interpret import LEARNED, make_method
+from .learned import default_interpreter_path, to_feature_grid
 from .masks import DEFAULT_K, DEFAULT_TAU, check_fraction, make_masks, mask_names
 from .noise import CONDITIONS, NoiseSpec, noise_path
 from .processing import INVERSIONS, FeatureConfig, features, mel_filterbank
-from .runner import DOMAINS, class_probabilities, score_masks, shap_background
+from .runner import DOMAINS, NATIVE, class_probabilities, score_masks, shap_background
 
 DEFAULT_CLIP = "5-177614-A-5.wav"  # ESC-50 fold 5, class 5 (cat)
 # Mask families: those with a parameter take k (topK*) or tau (pos_thresh) as a fraction in (0, 1].
@@ -86,7 +87,7 @@ def parse_mask(mask: str, k: float | None = None, tau: float | None = None) -> t
 
 
 def make_explainer(method: str, model, cfg: FeatureConfig, root=None, nsamples: int = 32, seed: int = 0,
-                   per_class: int = 2):
+                   per_class: int = 2, checkpoint=None, interpreter=None):
     """The attribution method as the runner builds it (build once, reuse across clips and widgets).
 
     Saliency (Simonyan et al. 2014) and Grad-CAM (Selvaraju et al. 2017) need only the model; SHAP
@@ -94,11 +95,21 @@ def make_explainer(method: str, model, cfg: FeatureConfig, root=None, nsamples: 
     each class of the training folds 1-3 (:func:`audiointerp.interpret.stratified_background`,
     seeded), as features ``[n_bg, 1, F, T]`` from the feature cache.
 
+    PIQ and L2I (:mod:`audiointerp.learned`) load ``interpreter``, by default
+    ``<classifier folder>/<method>_<classifier stem>.pt`` next to ``checkpoint`` (the classifier's
+    file, whose SHA-256 the interpreter must have been trained on).
+
     Raises:
-        ConfigError: unknown method. DatasetError: SHAP without an ESC-50 root (``root`` or
-            ``ESC50_ROOT``).
+        ConfigError: unknown method; a learned method with neither ``checkpoint`` nor ``interpreter``.
+        DatasetError: SHAP without an ESC-50 root (``root`` or ``ESC50_ROOT``).
+        CheckpointError: a missing interpreter or one trained for another classifier.
     """
     kwargs = {}
+    if method in LEARNED:
+        if checkpoint is None and interpreter is None:
+            raise ConfigError(f"{method} needs the classifier's checkpoint= or its interpreter= checkpoint")
+        kwargs = {"interpreter": interpreter or default_interpreter_path(checkpoint, method),
+                  "classifier_checkpoint": checkpoint, "features": cfg}
     if method == "shap":
         kwargs = {"background": shap_background(root, cfg, per_class, seed), "nsamples": nsamples, "seed": seed}
     return make_method(method, model, **kwargs)
@@ -199,21 +210,23 @@ class ClipExplanation:
 def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: str = "topK_30",
                  k: float | None = None, tau: float | None = None, noise: NoiseSpec = NoiseSpec(),
                  inversion: str = "gain", explainer=None, target: int | None = None, seed: int = 0,
-                 clip_index: int = 0, root=None, shap_nsamples: int = 32) -> ClipExplanation:
+                 clip_index: int = 0, root=None, shap_nsamples: int = 32, checkpoint=None) -> ClipExplanation:
     """Explain one clip, mask it, re-synthesise x_in / x_out and score both domains (module docstring).
 
     Args:
         model, extractor: from :func:`audiointerp.models.load_classifier`.
         waveform: float32 ``[n_samples]`` (or ``[1, n_samples]``) clean clip at the model rate,
             ``n_samples = extractor.cfg.n_samples`` (e.g. from :func:`load_example`).
-        method: ``saliency``, ``gradcam`` or ``shap``.
-        mask, k, tau: see :func:`parse_mask` (k, tau fractions in (0, 1]).
+        method: ``saliency``, ``gradcam``, ``shap``, ``piq`` or ``l2i``.
+        mask, k, tau: see :func:`parse_mask` (k, tau fractions in (0, 1]); ``"native"`` for a learned
+            method's own mask (applied with its own synthesis, as the runner does).
         noise: the listening condition mixed in before anything else (default clean).
         inversion: ``gain`` or ``pinv`` (:func:`audiointerp.processing.resynthesise`).
         explainer: a prebuilt method (:func:`make_explainer`; it must be ``method``), else one is
             built here (SHAP: background from ``root``, ``shap_nsamples`` draws, ``seed``).
         target: class to explain (default: the predicted class, as the runner does).
         clip_index: the per-clip seed of SHAP draws (the runner uses the clip's index in the fold).
+        checkpoint: the classifier's file (PIQ / L2I find their interpreter next to it).
 
     Returns:
         a :class:`ClipExplanation`.
@@ -223,7 +236,12 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
             shape or length, an explainer of another method, a target outside the classes.
     """
     cfg = extractor.cfg
-    name, k, tau = parse_mask(mask, k, tau)
+    if mask == NATIVE:
+        if method not in LEARNED:
+            raise ConfigError(f"mask 'native' exists for the learned methods ({', '.join(LEARNED)}), not {method!r}")
+        name, k, tau = NATIVE, None, None
+    else:
+        name, k, tau = parse_mask(mask, k, tau)
     noise.validate()
     if inversion not in INVERSIONS:
         raise unknown_name("inversion", inversion, INVERSIONS)
@@ -234,7 +252,8 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
         raise ConfigError(f"waveform must be [{cfg.n_samples}] samples ({cfg.duration} s at {cfg.sample_rate} Hz), "
                           f"got shape {tuple(wav.shape)}")
     if explainer is None:
-        explainer = make_explainer(method, model, cfg, root=root, nsamples=shap_nsamples, seed=seed)
+        explainer = make_explainer(method, model, cfg, root=root, nsamples=shap_nsamples, seed=seed,
+                                   checkpoint=checkpoint)
     elif getattr(explainer, "name", method) != method:
         raise ConfigError(f"explainer is {explainer.name!r} but method {method!r} was asked for")
     wav = noise.apply(wav[None], cfg.sample_rate)  # [1, n]
@@ -245,10 +264,16 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
     tgt = pred if target is None else int(target)
     if not 0 <= tgt < probs.shape[1]:
         raise ConfigError(f"target {target!r} is not a class index 0-{probs.shape[1] - 1}")
-    with torch.enable_grad():
-        attr = explainer.attribute(x, torch.tensor([tgt]), seeds=[clip_index])
-    m = make_masks(attr, (k,), (tau,), names=[name])[name]
-    res = score_masks(model, probs, x, wav, m[:, None], cfg, DOMAINS, inversion)  # the runner's scoring path
+    native = None
+    if name == NATIVE:
+        native, attr = explainer.explain(x, torch.tensor([tgt]))
+        m = to_feature_grid(native, cfg)
+    else:
+        with torch.enable_grad():
+            attr = explainer.attribute(x, torch.tensor([tgt]), seeds=[clip_index])
+        m = make_masks(attr, (k,), (tau,), names=[name])[name]
+    res = score_masks(model, probs, x, wav, m[:, None], cfg, DOMAINS, inversion,  # the runner's scoring path
+                      native=None if native is None else native[:, None])
     scores = {dom: {mt: float(v[0, 0]) for mt, v in sc.items()} for dom, sc in res.scores.items()}
     x_in, x_out, audio = res.x_in[:, 0], res.x_out[:, 0], res.audio[0]
     return ClipExplanation(

@@ -64,6 +64,7 @@ METHOD_ORDER = ["saliency", "gradcam", "shap", "piq", "l2i"]
 CONDITION_ORDER = ["clean", "white", "white_gen", "pink", "room", "horse"]
 DOMAIN_ORDER = ["spectrogram", "audio"]
 DEFAULT_MASK = "topK_30_pos"
+NATIVE = "native"  # the learned interpreters' own mask (audiointerp.runner.NATIVE)
 #: directions of the non-metric columns that get arrows and a bold best value
 EXTRA_DIRECTIONS = {"accuracy": True, "recon_snr_db": True}
 CI_LO, CI_HI = " lo", " hi"
@@ -730,11 +731,34 @@ def correct_incorrect_tables(df: pd.DataFrame, *, n_resamples: int = 1000, seed:
 
 
 def summary_table(df: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
-    """One row per (model, condition, domain, method): metrics averaged over all masks and clips.
+    """One row per (model, condition, domain, method): metrics averaged over the masks every
+    method shares (the 14 masks; a learned interpreter's ``native`` mask is left out so every
+    row averages the same masks, see :func:`native_table`) and all clips.
 
     CIs resample whole clips (their 14 mask rows together); ``n`` counts rows (clips x masks).
     """
-    return mean_table(df, ["model", "condition", "domain", "method"], **_ci_kwargs(n_resamples, seed, confidence))
+    return mean_table(df[df["mask"] != NATIVE], ["model", "condition", "domain", "method"],
+                      **_ci_kwargs(n_resamples, seed, confidence))
+
+
+def native_table(cells: pd.DataFrame, mask: str = DEFAULT_MASK, domain: str = "spectrogram") -> pd.DataFrame:
+    """The learned interpreters' own masks (rows ``piq (native)``, ``l2i (native)``) beside every
+    method's ``mask``, per (model, condition): a slice of :func:`cell_table` (same CIs).
+
+    Raises:
+        ConfigError: no native-mask rows, or ``mask`` / ``domain`` not in the results.
+    """
+    src = cells.reset_index()
+    if not (src["mask"] == NATIVE).any():
+        raise ConfigError("no native-mask rows (the learned methods piq / l2i) in the results")
+    mask, domain = _pick(src, "mask", mask), _pick(src, "domain", domain)
+    sel = src[src["mask"].isin([mask, NATIVE]) & (src["domain"] == domain)].copy()
+    native = sel["mask"] == NATIVE
+    sel.loc[native, "method"] = sel.loc[native, "method"] + " (native)"
+    t = sel.drop(columns=["mask", "domain"]).set_index(["model", "condition", "method"])
+    ranks = [{v: j for j, v in enumerate(_order(t.index.get_level_values(i), pref))} for i, pref in
+             enumerate([[], CONDITION_ORDER, [m for b in METHOD_ORDER for m in (b, f"{b} (native)")]])]
+    return t.loc[sorted(t.index, key=lambda r: tuple(k[v] for k, v in zip(ranks, r)))]
 
 
 def accuracy_table(results: str | Path, model: str | None = None, *, df: pd.DataFrame | None = None,
@@ -1046,6 +1070,12 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
     for dom, t in conditions.items():
         index += [export(t, f"conditions_{_safe(mask)}_{dom}", f"Mask {mask} · {dom} domain: conditions × methods",
                          best_within=cond_within), ""]
+    if (df["mask"] == NATIVE).any():
+        index += [f"## Learned interpreters' native masks beside every method's `{mask}`", ""]
+        for dom in domains_present:
+            index += [export(native_table(cells, mask, dom), f"native_{_safe(mask)}_{dom}",
+                             f"{dom} domain: PIQ / L2I native masks and every method's {mask}",
+                             best_within=cond_within), ""]
     index += ["## Spectrogram vs audio domain", ""]
     for (mdl, cond), t in domains.items():
         stem = f"domains_{_safe(mdl)}_{_safe(cond)}"

@@ -128,7 +128,7 @@ def test_batch_consistency(name):
 
 
 def test_unknown_method_lists_valid_names():
-    with pytest.raises(ConfigError, match="gradcam, saliency, shap"):
+    with pytest.raises(ConfigError, match="gradcam, l2i, piq, saliency, shap"):
         make_method("lime", Linear())
 
 

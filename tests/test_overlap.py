@@ -99,13 +99,14 @@ def test_match_scores_reward_a_map_on_a_and_flag_empty_maps():
 def test_summary_table_counts_and_ci():
     df = pd.DataFrame({"model": "m", "method": "saliency", "pair": range(4), "pred_is_a": [True, True, False, False],
                        "pred_is_b": [False, False, True, False], "match_a": [0.9, 0.2, np.nan, 0.7],
-                       "success": [True, False, False, True]})
+                       "success": [True, False, False, True], "above_uniform": [True, False, False, False]})
     t = summary_table(df, n_resamples=200)
     assert list(t.columns) == SUMMARY_COLUMNS
     row = t.loc[("m", "saliency")]
     assert row["n"] == 4 and row["empty maps"] == 1
     assert row["success"] == 0.5 and row["success lo"] <= 0.5 <= row["success hi"]
     assert row["success (pred A)"] == 0.5
+    assert row["above uniform"] == 0.25 and row["above uniform lo"] <= 0.25 <= row["above uniform hi"]
     assert (row["pred A"], row["pred B"], row["pred other"]) == (0.5, 0.25, 0.25)
 
 
@@ -118,6 +119,7 @@ def test_overlap_test_end_to_end_and_written_tables(esc50_env, toy_checkpoint, t
     assert set(df.attrs["seconds"]) == {"saliency", "energy", "random"}
     assert (df.groupby("method")["pair"].apply(list) == [[0, 1, 2, 3]] * 3).all()
     assert (df["label_a"] != df["label_b"]).all() and (df["model"] == "toy_mel").all()
+    assert (df["above_uniform"] == (df["match_a"] > df["share_a"])).all() and df["share_a"].between(0, 1).all()
     assert df["file_a"].str.startswith("5-").all()  # fold 5
     ok = df["match_a"].notna()
     np.testing.assert_allclose(df.loc[ok, "match_a"] + df.loc[ok, "match_b"], 1.0)
@@ -135,7 +137,8 @@ def test_overlap_test_end_to_end_and_written_tables(esc50_env, toy_checkpoint, t
     write_overlap(other, tmp_path, n_resamples=100)
     write_overlap(df[df["method"] != "saliency"], tmp_path, n_resamples=100)  # re-run of one model, fewer methods
     summary = pd.read_csv(tmp_path / "overlap.csv", index_col=[0, 1])
-    assert set(summary.index) == {(m, meth) for m in ("toy_mel", "toy_stft") for meth in ("saliency", "energy", "random")}
+    methods = ("saliency", "energy", "random")
+    assert set(summary.index) == {(m, meth) for m in ("toy_mel", "toy_stft") for meth in methods}
     assert (summary["n"] == 4).all()
     kept = pd.read_csv(tmp_path / "overlap_pairs_toy_mel.csv")
     pd.testing.assert_frame_equal(kept, pd.read_csv(tmp_path / "overlap_pairs_toy_stft.csv").assign(model="toy_mel"))
