@@ -18,7 +18,9 @@ makes that test quantitative, for every attribution method of the project:
 
 Two baselines run alongside: ``energy`` (the map is the mix's own power on the feature grid: it
 only tells which clip is louder where) and ``random`` (a seeded uniform map: the share of the
-grid each clip dominates). :func:`summary_table` gives, per model and method, the fraction of
+grid each clip dominates). PIQ and L2I give two rows each: their real-valued map (``piq``,
+``l2i``) and their own mask carried to the feature grid (``piq (native)``, ``l2i (native)``).
+:func:`summary_table` gives, per model and method, the fraction of
 successes with a bootstrap 95% CI, and :func:`write_overlap` writes the tables to
 ``supplementary/overlap/``.
 """
@@ -36,6 +38,8 @@ import torch
 from .data import ESC50
 from .errors import AudioInterpError, ConfigError
 from .explore import make_explainer
+from .interpret import LEARNED
+from .learned import to_feature_grid
 from .models import load_classifier, model_name
 from .noise import mix
 from .processing import AMIN, FeatureConfig, features, mel_filterbank, stft
@@ -58,7 +62,9 @@ PROTOCOL = (
     "`empty maps`: maps with no positive value (counted as failures); `success (pred A)`: the fraction among "
     "pairs whose mix the classifier assigns to A's class; `pred A / B / other`: what the classifier predicts "
     "on the mix. Baselines: `energy` (the mix's power as the map: which clip is louder) and `random` "
-    "(a seeded uniform map: which clip dominates more of the grid). Because A often dominates more of the grid "
+    "(a seeded uniform map: which clip dominates more of the grid). For PIQ and L2I, `piq`/`l2i` use their "
+    "real-valued map (PIQ: mask logits, L2I: relevance-weighted NMF ratio) and `piq (native)`/`l2i (native)` "
+    "their own mask in [0, 1], carried to the feature grid. Because A often dominates more of the grid "
     "than B, `success` has a high floor; `above uniform` is the paired comparison: the fraction of pairs where "
     "match_A exceeds share_A, the mean of D_A over the grid (what a constant map gets), i.e. where the map "
     "points at A more than spreading evenly would."
@@ -253,17 +259,22 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
                   "pred_is_b": pred == labels[b], "share_a": d_a.double().flatten(1).mean(1).numpy()}
         for method, explainer in explainers.items():
             t = time.perf_counter()
+            maps = {}
             if method == "energy":
-                attr = feature_power(mixed, cfg)
+                maps[method] = feature_power(mixed, cfg)
             elif method == "random":
-                attr = torch.from_numpy(np.stack([np.random.default_rng([seed, int(p)]).random(d_a.shape[1:])
-                                                  for p in idx]))
+                maps[method] = torch.from_numpy(np.stack([np.random.default_rng([seed, int(p)]).random(d_a.shape[1:])
+                                                          for p in idx]))
+            elif method in LEARNED:  # the map, and the interpreter's own mask carried to the feature grid
+                native, maps[method] = explainer.explain(x, target)
+                maps[f"{method} (native)"] = to_feature_grid(native, cfg)
             else:
-                attr = explainer.attribute(x, target, seeds=idx.tolist())
+                maps[method] = explainer.attribute(x, target, seeds=idx.tolist())
             seconds[method] += time.perf_counter() - t
-            m_a, m_b = match_scores(attr, d_a)
-            rows.append(pd.DataFrame({**common, "method": method, "match_a": m_a, "match_b": m_b,
-                                      "success": m_a > m_b, "above_uniform": m_a > common["share_a"]}))
+            for label, attr in maps.items():
+                m_a, m_b = match_scores(attr, d_a)
+                rows.append(pd.DataFrame({**common, "method": label, "match_a": m_a, "match_b": m_b,
+                                          "success": m_a > m_b, "above_uniform": m_a > common["share_a"]}))
     df = pd.concat(rows, ignore_index=True)[PAIR_COLUMNS]
     df = df.sort_values(["method", "pair"], key=_method_key, kind="stable", ignore_index=True)
     df.attrs = {"skipped": skipped, "seconds": seconds}
@@ -274,7 +285,8 @@ def _method_key(col: pd.Series) -> pd.Series:
     """Sort key: methods in :data:`audiointerp.tables.METHOD_ORDER`, then others by name, baselines last."""
     if col.name != "method":
         return col
-    order = [*METHOD_ORDER, *sorted(set(col) - set(METHOD_ORDER) - set(BASELINES)), *BASELINES]
+    known = [m for base in METHOD_ORDER for m in (base, f"{base} (native)")]
+    order = [*known, *sorted(set(col) - set(known) - set(BASELINES)), *BASELINES]
     return col.map({m: i for i, m in enumerate(order)})
 
 

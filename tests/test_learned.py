@@ -185,12 +185,16 @@ def test_to_feature_grid_keeps_constants():
     assert to_feature_grid(a, FeatureConfig.stft_default()) is a
 
 
-def _save(tmp_path, toy, toy_checkpoint, kind):
+def _save(tmp_path, toy, toy_checkpoint, kind, active: bool = False):
+    """Save a seeded interpreter for the toy classifier (``active``: L2I activations >= 1 everywhere)."""
     from audiointerp.runner import file_sha256
 
     _, cfg, _, _, hidden, _ = toy
     torch.manual_seed(1)
     net = new_interpreter(kind, cfg, hidden.shape[1:], 3, _W(), width=16)
+    if active:
+        with torch.no_grad():
+            net.psi_out[-1].bias.fill_(1.0)
     path = tmp_path / f"{kind}_toy_mel.pt"
     save_interpreter(path, net, {"path": "toy_mel.pt", "sha256": file_sha256(toy_checkpoint), "name": "toy_mel"},
                      cfg, training={"history": []})
@@ -323,3 +327,19 @@ def test_explain_clip_scores_a_native_mask_like_the_runner(tmp_path, toy, toy_ch
     assert set(e.scores) == {"spectrogram", "audio"} and e.audio_in.shape == (cfg.n_samples,)
     with pytest.raises(ConfigError, match="learned methods"):
         explain_clip(model, extractor, wav[0], "saliency", mask="native")
+
+
+def test_overlap_test_scores_the_map_and_the_native_mask_of_a_learned_method(tmp_path, esc50_env, toy,
+                                                                             toy_checkpoint):
+    import shutil
+
+    from audiointerp.overlap import overlap_test
+
+    ckpt = tmp_path / "toy_mel.pt"
+    shutil.copy(toy_checkpoint, ckpt)  # same bytes, same SHA-256; the interpreter sits next to it
+    _, path = _save(tmp_path, toy, toy_checkpoint, "l2i", active=True)
+    assert path == tmp_path / "l2i_toy_mel.pt"
+    df = overlap_test(ckpt, ["l2i"], n_pairs=3, seed=0, progress=False)
+    assert list(df["method"].unique()) == ["l2i", "l2i (native)", "energy", "random"]
+    native = df[df["method"] == "l2i (native)"]
+    assert native["match_a"].between(0, 1).all() and len(native) == 3
