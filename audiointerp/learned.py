@@ -426,13 +426,10 @@ def read_interpreter(path) -> dict:
     Raises:
         CheckpointError: missing or unreadable file, or not an audiointerp interpreter (named).
     """
+    from .models import load_torch_file
+
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"interpreter checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read interpreter checkpoint {path}: {exc}") from None
+    ckpt = load_torch_file(path, "interpreter checkpoint")
     need = {"format", "kind", "args", "state_dict", "classifier", "features"}
     if not isinstance(ckpt, dict) or ckpt.get("format") != INTERPRETER_FORMAT or not need <= set(ckpt):
         raise CheckpointError(f"{path} is not an audiointerp interpreter checkpoint (format {INTERPRETER_FORMAT})")

@@ -313,6 +313,21 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch_args: dict, 
     return path
 
 
+def load_torch_file(path: str | os.PathLike, what: str = "checkpoint"):
+    """``torch.load`` a file on the CPU (any pickled object).
+
+    Raises:
+        CheckpointError: ``"<what> not found: <path>"`` or ``"cannot read <what> <path>: <reason>"``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc}") from None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load and validate a checkpoint dict written by :func:`save_checkpoint`.
 
@@ -321,12 +336,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             feature configuration that does not fit the architecture (names both values).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    ckpt = load_torch_file(path, "checkpoint")
     need = {"format", "architecture", "arch_args", "features", "class_names", "state_dict"}
     if not isinstance(ckpt, dict) or not need <= set(ckpt):
         have = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
