@@ -30,10 +30,10 @@ from .data import esc50_root, read_meta, resolve_audio
 from .errors import ConfigError, unknown_name
 from .interpret import LEARNED, make_method
 from .learned import default_interpreter_path, to_feature_grid
-from .masks import DEFAULT_K, DEFAULT_TAU, check_fraction, make_masks, mask_names
+from .masks import DEFAULT_K, DEFAULT_TAU, NATIVE, check_fraction, make_masks, mask_names
 from .noise import CONDITIONS, NoiseSpec, noise_path
 from .processing import INVERSIONS, FeatureConfig, features, mel_filterbank
-from .runner import DOMAINS, NATIVE, class_probabilities, score_masks, shap_background
+from .runner import DOMAINS, class_probabilities, score_masks, shap_background
 
 DEFAULT_CLIP = "5-177614-A-5.wav"  # ESC-50 fold 5, class 5 (cat)
 # Mask families: those with a parameter take k (topK*) or tau (pos_thresh) as a fraction in (0, 1].

@@ -49,7 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError
-from .processing import FeatureConfig, mel_filterbank, power_to_db, stft
+from .processing import FeatureConfig, _magnitude_to_audio, mel_filterbank, power_to_db, stft, to_feature_power
 
 INTERPRETER_FORMAT = "audiointerp-interpreter/1"
 KINDS = ("l2i", "piq")
@@ -91,10 +91,7 @@ def magnitude_features(magnitude: torch.Tensor, cfg: FeatureConfig) -> torch.Ten
         float32 ``[batch, 1, n_freq, n_frames]`` in dB (floor -100 dB), as
         :func:`audiointerp.processing.features` computes them from audio.
     """
-    power = magnitude.pow(2)
-    if cfg.kind == "mel":
-        power = torch.matmul(mel_filterbank(cfg).T.to(power.device), power)
-    return power_to_db(power)[:, None]
+    return power_to_db(to_feature_power(magnitude.pow(2), cfg))[:, None]
 
 
 def masked_audio(spec: torch.Tensor, mask: torch.Tensor, cfg: FeatureConfig, length: int) -> torch.Tensor:
@@ -107,10 +104,8 @@ def masked_audio(spec: torch.Tensor, mask: torch.Tensor, cfg: FeatureConfig, len
     Returns:
         float32 ``[batch, length]``.
     """
-    mag = masked_magnitude(torch.log1p(spec.abs()), mask)
-    window = torch.hann_window(cfg.n_fft, device=spec.device)
-    return torch.istft(torch.polar(mag, torch.angle(spec)), n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-                       window=window, center=True, length=length)
+    return _magnitude_to_audio(masked_magnitude(torch.log1p(spec.abs()), mask), torch.angle(spec), length, cfg,
+                               n_iter=0)
 
 
 def match_size(y: torch.Tensor, size: tuple[int, ...], max_ratio: float = 8.0) -> torch.Tensor:

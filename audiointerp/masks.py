@@ -33,6 +33,7 @@ from .processing import FLOOR_DB
 
 DEFAULT_K = (0.05, 0.30, 0.50)
 DEFAULT_TAU = (0.25, 0.50, 0.75)
+NATIVE = "native"  # a learned interpreter's own mask (PIQ, L2I), scored beside the 14 masks
 
 
 def _flat(a: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,6 @@ successes with a bootstrap 95% CI, and :func:`write_overlap` writes the tables t
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from .interpret import LEARNED
 from .learned import to_feature_grid
 from .models import load_classifier, model_name
 from .noise import mix
-from .processing import AMIN, FeatureConfig, features, mel_filterbank, stft
+from .processing import AMIN, FeatureConfig, features, stft, to_feature_power
 from .tables import CI_HI, CI_LO, METHOD_ORDER, bootstrap_ci, to_markdown
 
 ALPHA = 0.5  # equal RMS: A and B are equally loud
@@ -136,10 +135,7 @@ def feature_power(wav: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     Returns:
         float32 ``[b, 1, n_freq, n_frames]`` (power, not dB; no floor).
     """
-    power = stft(wav, cfg).abs() ** 2
-    if cfg.kind == "mel":
-        power = torch.matmul(mel_filterbank(cfg).T.to(power.device), power)
-    return power[:, None]
+    return to_feature_power(stft(wav, cfg).abs() ** 2, cfg)[:, None]
 
 
 def dominance(part_a: torch.Tensor, part_b: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
@@ -187,15 +183,13 @@ def match_scores(attr: torch.Tensor, d_a: torch.Tensor) -> tuple[np.ndarray, np.
 
 def _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable):
     """``({method: explainer or None (a baseline)}, {method: message of a skipped one})``."""
-    accepts_checkpoint = "checkpoint" in inspect.signature(make_explainer).parameters
-    extra = {"checkpoint": checkpoint} if accepts_checkpoint else {}
     out, skipped = {}, {}
     for m in dict.fromkeys([*methods, *BASELINES]):
         if m in BASELINES:
             out[m] = None
             continue
         try:
-            out[m] = make_explainer(m, model, cfg, root=root, seed=seed, **extra)
+            out[m] = make_explainer(m, model, cfg, root=root, seed=seed, checkpoint=checkpoint)
         except AudioInterpError as e:
             if not skip_unavailable:
                 raise

@@ -137,6 +137,14 @@ def mel_filterbank(cfg: FeatureConfig) -> torch.Tensor:
         n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney")
 
 
+def to_feature_power(power: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """Linear STFT power ``[..., n_fft//2+1, n_frames]`` on the feature grid ``[..., n_freq, n_frames]``:
+    unchanged for ``stft``, through the mel filterbank for ``mel`` (power, not dB)."""
+    if cfg.kind != "mel":
+        return power
+    return torch.matmul(mel_filterbank(cfg).T.to(power.device), power)
+
+
 def _as_batch(waveform: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if waveform.dim() == 1:
         return waveform[None], True
@@ -290,9 +298,7 @@ def features_only(waveform: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     out = torch.empty(wav.shape[0], 1, cfg.n_freq, cfg.n_frames, dtype=torch.float32, device=wav.device)
     for s in range(0, wav.shape[0], _RESYNTH_CHUNK):  # small chunks stay in cache
         power = torch.view_as_real(stft(wav[s:s + _RESYNTH_CHUNK], cfg)).pow(2).sum(-1)
-        if cfg.kind == "mel":
-            power = torch.matmul(mel_filterbank(cfg).T.to(power.device), power)
-        out[s:s + _RESYNTH_CHUNK, 0] = power_to_db(power)
+        out[s:s + _RESYNTH_CHUNK, 0] = power_to_db(to_feature_power(power, cfg))
     return out
 
 

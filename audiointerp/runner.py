@@ -50,14 +50,14 @@ from .data import ESC50, TRAIN_FOLDS, fold_features
 from .errors import CheckpointError, ConfigError, ResultsError, unknown_name
 from .fit import predict_logits
 from .interpret import LEARNED, METHODS, make_method, stratified_background
-from .masks import DEFAULT_K, DEFAULT_TAU, apply_mask, check_fraction, make_masks, mask_names
+from .learned import default_interpreter_path, magnitude_features, masked_audio, masked_magnitude, to_feature_grid
+from .masks import DEFAULT_K, DEFAULT_TAU, NATIVE, apply_mask, check_fraction, make_masks, mask_names
 from .metrics import METRIC_NAMES, comp, score, sps
 from .models import fuse_for_inference, load_classifier, model_name, package_versions
 from .noise import NoiseSpec
 from .processing import INVERSIONS, features, features_only, reconstruction_snr_db, resynthesise, stft
 
 DOMAINS = ("spectrogram", "audio")
-NATIVE = "native"  # the learned interpreters' own mask
 CSV_COLUMNS = ["sample", "filename", "label", "pred", "is_correct", "domain", "recon_snr_db", *METRIC_NAMES]
 
 
@@ -173,8 +173,6 @@ class RunConfig:
 
     def interpreter(self, method: str) -> str:
         """The interpreter checkpoint of learned method ``method``."""
-        from .learned import default_interpreter_path
-
         return str(self.interpreters.get(method) or default_interpreter_path(self.checkpoint, method))
 
 
@@ -407,14 +405,12 @@ def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor 
     """
     x_in, x_out = apply_mask(x[:, None], m)
     b, nm = m.shape[:2]
-    n_nat, nat_spec = 0, None
-    if native is not None:
-        if wav is None:
-            raise ConfigError("native masks need the clips' waveforms (wav)")
-        from .learned import log1p_spectrogram, magnitude_features, masked_magnitude
-
-        n_nat = native.shape[1]
-        L, nat_spec = log1p_spectrogram(wav, fcfg)
+    n_nat = 0 if native is None else native.shape[1]
+    if n_nat and wav is None:
+        raise ConfigError("native masks need the clips' waveforms (wav)")
+    spec = stft(wav, fcfg) if n_nat or "audio" in domains else None  # [b, n_lin, T], once per chunk
+    if n_nat:
+        L = torch.log1p(spec.abs())
         for j, mm in enumerate((native, 1 - native)):
             mag = masked_magnitude(L[:, None], mm[:, :, 0]).flatten(0, 1)
             (x_in, x_out)[j][:, :n_nat] = magnitude_features(mag, fcfg).reshape(b, n_nat, *x.shape[1:])
@@ -430,18 +426,19 @@ def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor 
             if dom == "spectrogram":
                 feats = both.reshape(b * 2 * nm, *x.shape[1:])
             else:
-                spec = stft(wav, fcfg)[:, None]  # [b, 1, n_lin, T]
-                audio = resynthesise(both, x[:, None], spec, fcfg.n_samples, fcfg, inversion)
                 if n_nat:  # the learned interpreters' own synthesis: ISTFT of expm1(M ⊙ L), clip phase
-                    from .learned import masked_audio
-
+                    gain = [i for i in range(2 * nm) if i % nm >= n_nat]  # the other masks
+                    audio = torch.empty(b, 2 * nm, fcfg.n_samples)
+                    audio[:, gain] = resynthesise(both[:, gain], x[:, None], spec[:, None], fcfg.n_samples, fcfg,
+                                                  inversion)
+                    nat_spec = spec[:, None].expand(b, n_nat, *spec.shape[1:]).flatten(0, 1)
                     for j, mm in enumerate((native, 1 - native)):
-                        sl = slice(j * nm, j * nm + n_nat)
-                        audio[:, sl] = masked_audio(nat_spec[:, None].expand(b, n_nat, *nat_spec.shape[1:]).flatten(0, 1),
-                                                    mm[:, :, 0].flatten(0, 1), fcfg, fcfg.n_samples
-                                                    ).reshape(b, n_nat, -1)
+                        audio[:, j * nm:j * nm + n_nat] = masked_audio(nat_spec, mm[:, :, 0].flatten(0, 1), fcfg,
+                                                                       fcfg.n_samples).reshape(b, n_nat, -1)
+                else:
+                    audio = resynthesise(both, x[:, None], spec[:, None], fcfg.n_samples, fcfg, inversion)
                 feats = features_only(audio.reshape(b * 2 * nm, fcfg.n_samples), fcfg)
-                plain = resynthesise(x[:, None], x[:, None], spec, fcfg.n_samples, fcfg, inversion)[:, 0]
+                plain = resynthesise(x[:, None], x[:, None], spec[:, None], fcfg.n_samples, fcfg, inversion)[:, 0]
                 snr = reconstruction_snr_db(wav, plain).float()
             p = class_probabilities(scorer, feats).reshape(b, 2, nm, -1)
             sc = score(p_rep, p[:, 0].reshape(b * nm, -1), p[:, 1].reshape(b * nm, -1), flat_m, mask_scores)
@@ -535,8 +532,6 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             t0 = time.perf_counter()
             mdict = make_masks(attr, cfg.k, cfg.tau, names=cfg.mask_list)
             if learned:
-                from .learned import to_feature_grid
-
                 mdict[NATIVE] = to_feature_grid(native, fcfg)
             m = torch.stack([mdict[k] for k in masks], dim=1)  # [b, n_masks, 1, F, T]
             need_wav = "audio" in cfg.domains or learned

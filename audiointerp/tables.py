@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, ResultsError, unknown_name
-from .masks import MASK_NAMES
+from .masks import MASK_NAMES, NATIVE
 from .metrics import METRIC_NAMES, METRICS
 
 FORMATS = {"FF": "{:.3f}", "AI": "{:.1f}", "AD": "{:.1f}", "AG": "{:.1f}", "FidIn": "{:.3f}",
@@ -64,7 +64,6 @@ METHOD_ORDER = ["saliency", "gradcam", "shap", "piq", "l2i"]
 CONDITION_ORDER = ["clean", "white", "white_gen", "pink", "room", "horse"]
 DOMAIN_ORDER = ["spectrogram", "audio"]
 DEFAULT_MASK = "topK_30_pos"
-NATIVE = "native"  # the learned interpreters' own mask (audiointerp.runner.NATIVE)
 #: directions of the non-metric columns that get arrows and a bold best value
 EXTRA_DIRECTIONS = {"accuracy": True, "recon_snr_db": True}
 CI_LO, CI_HI = " lo", " hi"
