@@ -14,7 +14,7 @@ METHODS ?= saliency,gradcam,shap,piq,l2i
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments reproduce grid-report tables test data benchmark train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
+.PHONY: venv experiments reproduce grid-report tables test data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -65,11 +65,27 @@ data: venv
 benchmark: venv
 	$(PY) scripts/benchmark.py --checkpoint $(CHECKPOINT)
 
+# One notebook for both classifiers: weights/compact_<features>.pt, its card and confusion matrix.
 train-mel: venv
-	$(PY) -m papermill --cwd notebooks notebooks/train_model_mel.ipynb $(NB_OUT)/train_model_mel.ipynb
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/train_classifier.ipynb $(NB_OUT)/train_classifier_mel.ipynb \
+		-p features mel -p epochs 60 $(if $(wildcard results/cv/compact_mel/cv.json),-p cv ../results/cv/compact_mel/cv.json,)
 
 train-stft: venv
-	$(PY) -m papermill --cwd notebooks notebooks/train_model_stft.ipynb $(NB_OUT)/train_model_stft.ipynb
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/train_classifier.ipynb $(NB_OUT)/train_classifier_stft.ipynb \
+		-p features stft -p epochs 40 $(if $(wildcard results/cv/compact_stft/cv.json),-p cv ../results/cv/compact_stft/cv.json,)
+
+# Fold-5 accuracy of CHECKPOINT with a bootstrap 95% CI, per-class accuracy, confusion matrix (prints figures).
+accuracy: venv
+	$(PY) scripts/accuracy.py --checkpoint $(CHECKPOINT)
+
+# 5-fold cross-validation of the recipe (FEATURES=mel|stft): results/cv/compact_<features>/cv.json. Resumable.
+FEATURES ?= mel
+cross-validation: venv
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/cross_validation.ipynb $(NB_OUT)/cross_validation_$(FEATURES).ipynb \
+		-p features $(FEATURES) $(if $(filter stft,$(FEATURES)),-p epochs 40,)
 
 # NMF dictionary, L2I and PIQ for a classifier (MODEL=compact_mel or compact_stft): notebooks/train_*.ipynb.
 MODEL ?= compact_mel

@@ -34,11 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=int, default=None, help="first N clips per split (smoke tests)")
     t.add_argument("--init-from", default=None, help="start from this checkpoint's weights (a second schedule)")
+    t.add_argument("--cross-validation", action="store_true",
+                   help="5-fold cross-validation (each fold in turn the test fold): --out is then a folder")
     t.add_argument("--out", required=True, help="checkpoint path, e.g. weights/compact_mel.pt")
 
-    e = sub.add_parser("evaluate", help="accuracy of a checkpoint on a fold (last line: the accuracy)")
+    e = sub.add_parser("evaluate", help="accuracy of a checkpoint on a fold, with a bootstrap 95%% CI "
+                                        "(last line: the accuracy)")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--fold", type=int, default=5)
+    e.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples of the CI")
 
     r = sub.add_parser("run", help="explain, mask and score a fold; logs to --results")
     r.add_argument("--checkpoint", required=True)
@@ -95,25 +99,26 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "train":
-        from .fit import TrainConfig, train
+        from .fit import TrainConfig, cross_validate, train
 
-        m = train(TrainConfig(features=args.features, architecture=args.architecture, epochs=args.epochs,
-                              batch_size=args.batch_size, lr=args.lr, mixup_alpha=args.mixup_alpha,
-                              seed=args.seed, limit=args.limit, init_from=args.init_from), args.out)
-        print(json.dumps({k: v for k, v in m.items() if k != "history"}))
-        print(f"fold 5 accuracy: {m['test_acc']:.4f}")
+        cfg = TrainConfig(features=args.features, architecture=args.architecture, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, mixup_alpha=args.mixup_alpha,
+                          seed=args.seed, limit=args.limit, init_from=args.init_from)
+        if args.cross_validation:
+            cv = cross_validate(cfg, args.out)
+            for r in cv["folds"]:
+                print(f"test fold {r['test_fold']} (validation {r['val_fold']}): {r['test_acc']:.4f}")
+            print(f"{cv['n_folds']}-fold cross-validation accuracy: {cv['mean']:.4f} +- {cv['std']:.4f}")
+        else:
+            m = train(cfg, args.out)
+            print(json.dumps({k: v for k, v in m.items() if k != "history"}))
+            print(f"fold 5 accuracy: {m['test_acc']:.4f}")
     elif args.command == "evaluate":
-        import torch
+        from .evaluate import evaluate_checkpoint
 
-        from .data import ESC50, fold_features
-        from .fit import accuracy
-        from .models import load_classifier
-
-        model, extractor, _ = load_classifier(args.checkpoint)
-        ds = ESC50(None, (args.fold,), extractor.cfg.sample_rate, extractor.cfg.duration)
-        acc = accuracy(model, fold_features(ds, extractor.cfg), torch.from_numpy(ds.labels.copy()))
-        print(f"{args.checkpoint}: {len(ds)} clips of fold {args.fold}")
-        print(f"fold {args.fold} accuracy: {acc:.4f}")
+        r = evaluate_checkpoint(args.checkpoint, (args.fold,), n_resamples=args.n_resamples)
+        print(json.dumps(r.summary(), indent=2))
+        print(f"fold {args.fold} accuracy: {r.accuracy:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]")
     elif args.command == "run":
         from .runner import RunConfig, run
 

@@ -14,6 +14,7 @@ checkpointed every epoch to ``<out>.state.pt``, so an interrupted run resumes fr
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -248,3 +249,77 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
                "n_train": len(x_tr), "n_val": len(x_va), "n_test": len(x_te), "history": history}
     save_checkpoint(out, model, arch_args, feature_cfg, ds_tr.class_names, metrics=metrics, training=asdict(cfg))
     return metrics
+
+
+CV_FOLDS = (1, 2, 3, 4, 5)
+
+
+def cv_split(test_fold: int, folds=CV_FOLDS) -> tuple[tuple, tuple, tuple]:
+    """``(train_folds, val_folds, test_folds)`` of one cross-validation run.
+
+    The validation fold is the one before the test fold, cyclically (test 5 -> validation 4,
+    training 1-3: the default split; test 1 -> validation 5), the other folds train.
+
+    Raises:
+        ConfigError: ``test_fold`` not in ``folds`` or fewer than 3 folds.
+    """
+    folds = tuple(int(f) for f in folds)
+    if len(folds) < 3 or test_fold not in folds:
+        raise ConfigError(f"test_fold {test_fold!r} must be one of at least 3 folds, got folds {list(folds)}")
+    i = folds.index(test_fold)
+    val = folds[i - 1]
+    return tuple(f for f in folds if f not in (test_fold, val)), (val,), (test_fold,)
+
+
+def cross_validate(cfg: TrainConfig, out_dir: str | os.PathLike, root=None, folds=CV_FOLDS,
+                   progress: bool = True) -> dict:
+    """K-fold cross-validation of a recipe, as ESC-50 results are reported (Piczak 2015).
+
+    Each fold in turn is the test fold, the fold before it (cyclically) selects the best epoch,
+    the rest train (:func:`cv_split`); everything else is ``cfg``. Each run is an ordinary
+    :func:`train` run written to ``<out_dir>/fold<k>.pt`` (resumable from its ``.state.pt``); a
+    fold whose checkpoint already holds this configuration is read, not retrained, so an
+    interrupted cross-validation continues where it stopped. The summary goes to
+    ``<out_dir>/cv.json``.
+
+    Args:
+        cfg: the recipe; its fold fields are replaced per run.
+        out_dir: folder of the per-fold checkpoints and ``cv.json``.
+        root: ESC-50 root (None: ``ESC50_ROOT``).
+        folds: the folds (default 1-5).
+
+    Returns:
+        ``{"folds": [{"test_fold", "val_fold", "test_acc", "val_acc", "best_epoch",
+        "train_seconds"}], "mean": float, "std": float, "n_folds": int, "config": dict}``:
+        test accuracy mean and sample standard deviation (ddof = 1) over the folds, in [0, 1].
+
+    Raises:
+        ConfigError: bad configuration or folds. DatasetError: bad dataset root.
+    """
+    from dataclasses import replace
+
+    from .models import read_checkpoint
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k in folds:
+        train_f, val_f, test_f = cv_split(k, folds)
+        fold_cfg = replace(cfg, train_folds=train_f, val_folds=val_f, test_folds=test_f)
+        path = out_dir / f"fold{k}.pt"
+        done = read_checkpoint(path) if path.is_file() else None
+        if done is not None and done.get("training") == asdict(fold_cfg):
+            m = done["metrics"]
+        else:
+            m = train(fold_cfg, path, root=root, progress=progress)
+        rows.append({"test_fold": k, "val_fold": val_f[0], "test_acc": m["test_acc"], "val_acc": m["val_acc"],
+                     "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"]})
+    accs = np.array([r["test_acc"] for r in rows], dtype=float)
+    summary = {"folds": rows, "mean": float(accs.mean()),
+               "std": float(accs.std(ddof=1)) if len(accs) > 1 else float("nan"),
+               "n_folds": len(rows), "config": {k: v for k, v in asdict(cfg).items()
+                                                if k not in ("train_folds", "val_folds", "test_folds")}}
+    tmp = out_dir / "cv.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=list))
+    os.replace(tmp, out_dir / "cv.json")
+    return summary

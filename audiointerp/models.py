@@ -292,8 +292,11 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch_args: dict, 
     """Write a self-describing classifier checkpoint (atomically).
 
     The file holds: format tag, architecture name and constructor arguments, feature
-    configuration, class names, state_dict, metrics, training configuration, package versions.
+    configuration, class names, state_dict, metrics, training configuration, package versions
+    and the git commit of the code that wrote it.
     """
+    from .runner import git_commit
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {
@@ -306,6 +309,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch_args: dict, 
         "metrics": dict(metrics or {}),
         "training": dict(training or {}),
         "versions": package_versions(),
+        "git_commit": git_commit(),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ckpt, tmp)
@@ -408,36 +412,68 @@ def clone_state(model: nn.Module) -> dict:
     return copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
 
 
-def model_card(ckpt: dict, ms_per_clip: float | None = None) -> str:
+def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure: str | None = None,
+               cv: dict | None = None) -> str:
     """A Markdown model card of a checkpoint: architecture, features, accuracy, training, versions.
 
     Args:
         ckpt: dict from :func:`read_checkpoint` / :func:`load_classifier`.
         ms_per_clip: measured forward cost (batched, ms per clip) to report, if known.
+        report: an :class:`audiointerp.evaluate.AccuracyReport` of the test fold: adds the
+            bootstrap 95% CI, the per-class accuracy table and (``figure``, a path relative to
+            the card) the confusion-matrix figure.
+        cv: a :func:`audiointerp.fit.cross_validate` summary of the same recipe: adds the
+            per-fold accuracies and their mean +- standard deviation.
+
+    Returns:
+        the card's Markdown text.
     """
     m, t, f = ckpt.get("metrics", {}), ckpt.get("training", {}), ckpt["features"]
     model = build_model(ckpt["architecture"], **ckpt["arch_args"])
     n_params = sum(p.numel() for p in model.parameters())
     cfg = FeatureConfig.from_dict(f)
+    folds = (t.get("train_folds", (1, 2, 3)), t.get("val_folds", (4,)), t.get("test_folds", (5,)))
+    fmt = lambda fs: "-".join(map(str, (min(fs), max(fs)))) if len(fs) > 1 else str(fs[0])  # noqa: E731
     lines = [f"# Model card: {Path(ckpt.get('path', 'model')).name}", "",
              f"- Architecture: `{ckpt['architecture']}` {ckpt['arch_args']} ({n_params / 1e6:.2f} M parameters)",
              f"- Features: {cfg.kind}, {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}"
              + (f", {cfg.n_mels} mels {cfg.f_min:g}-{cfg.f_max:g} Hz" if cfg.kind == "mel" else "")
              + f", {cfg.duration:g} s -> {cfg.n_freq} x {cfg.n_frames} (dB, floor -100 dB)",
-             "- Data: ESC-50 (Piczak 2015), trained from scratch on folds 1-3, model selection on fold 4, test on fold 5",
+             f"- Data: ESC-50 (Piczak 2015), trained from scratch on folds {fmt(folds[0])}, model selection on "
+             f"fold {fmt(folds[1])}, test on fold {fmt(folds[2])}"
+             + (f"; weights initialised from `{Path(t['init_from']).name}` (a second schedule)"
+                if t.get("init_from") else ""),
+             f"- Code: git commit `{ckpt.get('git_commit', 'not recorded')}`",
              ""]
+    test = f"fold-{fmt(folds[2])}"
     if m:
+        acc = f"{m.get('test_acc', float('nan')):.4f}"
+        if report is not None:
+            acc += f" [{report.ci_low:.4f}, {report.ci_high:.4f}] ({round(report.confidence * 100)}% bootstrap CI, " \
+                   f"{report.n} clips)"
         lines += ["| metric | value |", "|---|---|",
-                  f"| fold-5 (test) accuracy | {m.get('test_acc', float('nan')):.4f} |",
-                  f"| fold-4 (validation) accuracy, best epoch | {m.get('val_acc', float('nan')):.4f} |",
+                  f"| {test} (test) accuracy | {acc} |",
+                  f"| fold-{fmt(folds[1])} (validation) accuracy, best epoch | {m.get('val_acc', float('nan')):.4f} |",
                   f"| best epoch (weights kept) | {m.get('best_epoch')} of {t.get('epochs')} |",
                   f"| training time | {m.get('train_seconds', 0) / 60:.1f} min (CPU) |"]
+        if cv:
+            lines.append(f"| {cv['n_folds']}-fold cross-validation accuracy | {cv['mean']:.4f} +- {cv['std']:.4f} "
+                         f"(mean +- sd) |")
         if ms_per_clip is not None:
             lines.append(f"| forward cost | {ms_per_clip:.2f} ms/clip (batched, 2-core CPU) |")
         lines.append("")
     if t:
-        keys = ["epochs", "batch_size", "lr", "weight_decay", "mixup_alpha", "label_smoothing", "freq_mask",
-                "time_mask", "max_shift", "gain_db", "seed"]
-        lines += ["Training configuration: " + ", ".join(f"{k}={t[k]}" for k in keys if k in t), ""]
+        skip = {"train_folds", "val_folds", "test_folds", "limit", "threads", "init_from"}
+        lines += ["Training configuration: " + ", ".join(f"{k}={v}" for k, v in t.items() if k not in skip), ""]
+    if cv:
+        lines += ["Cross-validation (each fold in turn the test fold, the one before it validation):", "",
+                  "| test fold | validation fold | test accuracy | best epoch |", "|---|---|---|---|"]
+        lines += [f"| {r['test_fold']} | {r['val_fold']} | {r['test_acc']:.4f} | {r['best_epoch']} |"
+                  for r in cv["folds"]]
+        lines.append("")
     lines += ["Package versions: " + ", ".join(f"{k} {v}" for k, v in ckpt.get("versions", {}).items()), ""]
+    if report is not None:
+        from .evaluate import report_markdown
+
+        lines += [report_markdown(report, figure)]
     return "\n".join(lines)

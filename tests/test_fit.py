@@ -105,3 +105,51 @@ def test_warm_start_from_a_checkpoint(tmp_path, esc50_env, monkeypatch):
     assert first["history"][0]["loss"] == fresh["history"][0]["loss"]
     with pytest.raises(CheckpointError, match="init_from"):
         train(_cfg(epochs=1, features="stft", init_from=str(tmp_path / "first.pt")), tmp_path / "x.pt", progress=False)
+
+
+def test_cv_split_rotates_test_and_validation_folds():
+    from audiointerp.errors import ConfigError
+    from audiointerp.fit import cv_split
+
+    assert cv_split(5) == ((1, 2, 3), (4,), (5,))  # the default split
+    assert cv_split(1) == ((2, 3, 4), (5,), (1,))
+    splits = [cv_split(k) for k in range(1, 6)]
+    assert sorted(s[2][0] for s in splits) == [1, 2, 3, 4, 5]
+    assert sorted(s[1][0] for s in splits) == [1, 2, 3, 4, 5]
+    for tr, va, te in splits:
+        assert sorted(tr + va + te) == [1, 2, 3, 4, 5]
+    with pytest.raises(ConfigError, match="test_fold 6"):
+        cv_split(6)
+
+
+def test_cross_validation_trains_each_fold_once_and_resumes(tmp_path, esc50_env, monkeypatch):
+    import json
+
+    import numpy as np
+
+    import audiointerp.fit as fit
+
+    monkeypatch.setattr("audiointerp.fit.FeatureConfig.default", classmethod(
+        lambda cls, kind: cls(kind=kind, duration=1.0)))
+    seen = []
+    real_train = fit.train
+
+    def spy(cfg, out, **kw):
+        seen.append((cfg.train_folds, cfg.val_folds, cfg.test_folds))
+        return real_train(cfg, out, **kw)
+
+    monkeypatch.setattr(fit, "train", spy)
+    cv = fit.cross_validate(_cfg(epochs=1), tmp_path / "cv", progress=False)
+    assert [s[2] for s in seen] == [(1,), (2,), (3,), (4,), (5,)]
+    accs = [r["test_acc"] for r in cv["folds"]]
+    assert cv["mean"] == pytest.approx(np.mean(accs)) and cv["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["mean"] == pytest.approx(cv["mean"])
+    # the fold-5 run is exactly the default split's run
+    _, _, c5 = load_classifier(tmp_path / "cv" / "fold5.pt")
+    assert c5["training"]["train_folds"] == (1, 2, 3) and c5["metrics"]["test_acc"] == accs[4]
+    # a finished cross-validation is read back, not retrained; another recipe retrains
+    seen.clear()
+    again = fit.cross_validate(_cfg(epochs=1), tmp_path / "cv", progress=False)
+    assert seen == [] and again["folds"] == cv["folds"]
+    fit.cross_validate(_cfg(epochs=1, seed=4), tmp_path / "cv", folds=(3, 4, 5), progress=False)
+    assert [s[2] for s in seen] == [(3,), (4,), (5,)] and seen[0][1] == (5,)

@@ -49,11 +49,27 @@ def test_train_notebook_runs_headless(tmp_path, synthetic_root, monkeypatch):
     monkeypatch.setenv("ESC50_ROOT", str(synthetic_root))
     out = tmp_path / "tiny_mel.pt"
     papermill.execute_notebook(
-        str(REPO / "notebooks" / "train_model_mel.ipynb"), str(tmp_path / "train.out.ipynb"),
-        parameters={"epochs": 1, "limit": 6, "out": str(out)},
+        str(REPO / "notebooks" / "train_classifier.ipynb"), str(tmp_path / "train.out.ipynb"),
+        parameters={"features": "mel", "epochs": 1, "limit": 6, "out": str(out)},
         cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
     from audiointerp.models import load_classifier
 
     _, ex, ckpt = load_classifier(out)
     assert ckpt["training"]["epochs"] == 1 and ex.cfg.kind == "mel"
-    assert "fold-5 (test) accuracy" in out.with_suffix(".md").read_text()
+    card = out.with_suffix(".md").read_text()
+    assert "fold-5 (test) accuracy" in card and "bootstrap CI" in card and "| siren |" in card
+    assert (tmp_path / "tiny_mel_confusion.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_cross_validation_notebook_runs_headless(tmp_path, synthetic_root, monkeypatch):
+    papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("ESC50_ROOT", str(synthetic_root))
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "cross_validation.ipynb"), str(tmp_path / "cv.out.ipynb"),
+        parameters={"features": "mel", "epochs": 1, "limit": 3, "folds": [3, 4, 5], "out_dir": str(tmp_path / "cv")},
+        cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")
+    cv = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert [r["test_fold"] for r in cv["folds"]] == [3, 4, 5] and cv["n_folds"] == 3
+    executed = json.loads((tmp_path / "cv.out.ipynb").read_text())
+    assert "3-fold cross-validation accuracy" in json.dumps([c.get("outputs") for c in executed["cells"]])

@@ -1,6 +1,7 @@
 """The runner: logs, batching, resume guarantee, provenance and clear errors; the CLI."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -209,7 +210,10 @@ def test_cli_evaluate_prints_accuracy_last(toy_checkpoint, synthetic_root):
     r = _cli("evaluate", "--checkpoint", str(toy_checkpoint), "--fold", "5", env={"ESC50_ROOT": str(synthetic_root)})
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith("fold 5 accuracy:") and 0 <= float(last.split()[-1]) <= 1
+    m = re.fullmatch(r"fold 5 accuracy: ([\d.]+) \[([\d.]+), ([\d.]+)\]", last)
+    assert m, last
+    acc, lo, hi = map(float, m.groups())
+    assert 0 <= lo <= acc <= hi <= 1
 
 
 def test_cli_run_and_tables(toy_checkpoint, synthetic_root, tmp_path):
