@@ -433,7 +433,12 @@ def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure
     n_params = sum(p.numel() for p in model.parameters())
     cfg = FeatureConfig.from_dict(f)
     folds = (t.get("train_folds", (1, 2, 3)), t.get("val_folds", (4,)), t.get("test_folds", (5,)))
-    fmt = lambda fs: "-".join(map(str, (min(fs), max(fs)))) if len(fs) > 1 else str(fs[0])  # noqa: E731
+
+    def fmt(fs) -> str:  # (1, 2, 3) -> "1-3", (1, 4, 5) -> "1,4,5"
+        fs = sorted(fs)
+        contiguous = len(fs) > 2 and fs == list(range(fs[0], fs[-1] + 1))
+        return f"{fs[0]}-{fs[-1]}" if contiguous else ",".join(map(str, fs))
+
     lines = [f"# Model card: {Path(ckpt.get('path', 'model')).name}", "",
              f"- Architecture: `{ckpt['architecture']}` {ckpt['arch_args']} ({n_params / 1e6:.2f} M parameters)",
              f"- Features: {cfg.kind}, {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}"

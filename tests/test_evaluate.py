@@ -74,3 +74,24 @@ def test_evaluate_checkpoint_and_card(toy_checkpoint, esc50_env, tmp_path):
     assert "5-fold cross-validation accuracy | 0.5000 +- 0.1000" in card
     table = [ln for ln in report_markdown(r).splitlines() if ln.startswith("|")]
     assert len(table) == 2 + 3  # header, rule, one row per class
+
+
+def test_accuracy_script_writes_report_and_card(toy_checkpoint, esc50_env, tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("accuracy_script", REPO / "scripts" / "accuracy.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoint not found" in err and "missing.pt" in err
+    ckpt = shutil.copy(toy_checkpoint, tmp_path / "toy.pt")
+    assert script.main(["--checkpoint", str(ckpt), "--card", "--n-resamples", "200"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("accuracy: ")
+    card = (tmp_path / "toy.md").read_text()
+    assert "bootstrap CI" in card and "![confusion matrix](toy_confusion.png)" in card
+    assert (tmp_path / "toy_confusion.png").is_file() and (tmp_path / "toy_per_class.csv").is_file()
