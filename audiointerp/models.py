@@ -460,7 +460,8 @@ def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure
                   f"| {test} (test) accuracy | {acc} |",
                   f"| fold-{fmt(folds[1])} (validation) accuracy, best epoch | {m.get('val_acc', float('nan')):.4f} |",
                   f"| best epoch (weights kept) | {m.get('best_epoch')} of {t.get('epochs')} |",
-                  f"| training time | {m.get('train_seconds', 0) / 60:.1f} min (CPU) |"]
+                  f"| training time{' (this schedule)' if t.get('init_from') else ''} | "
+                  f"{m.get('train_seconds', 0) / 60:.1f} min (CPU) |"]
         if cv:
             lines.append(f"| {cv['n_folds']}-fold cross-validation accuracy | {cv['mean']:.4f} +- {cv['std']:.4f} "
                          f"(mean +- sd) |")
