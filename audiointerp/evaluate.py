@@ -38,6 +38,7 @@ class AccuracyReport:
         labels, predicted: int64 ``[n]`` true and predicted labels.
         filenames: ``[n]`` clip file names (may be empty).
         source: what was evaluated (checkpoint path and folds), for the printout.
+        ms_per_clip: measured forward cost in ms per clip (:func:`forward_ms_per_clip`), or None.
     """
 
     accuracy: float
@@ -52,6 +53,7 @@ class AccuracyReport:
     predicted: np.ndarray
     filenames: list = field(default_factory=list)
     source: str = ""
+    ms_per_clip: float | None = None
 
     def summary(self) -> dict:
         """JSON-ready headline figures: accuracy, CI, n and the five weakest classes."""
@@ -104,8 +106,7 @@ def accuracy_report(labels, predicted, class_names, n_resamples: int = 1000, see
     cm = confusion_matrix(labels, predicted, labels=np.arange(n_classes))
     support = cm.sum(1)
     hits = np.diag(cm)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_acc = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
+    per_acc = np.divide(hits, support, out=np.full(n_classes, np.nan), where=support > 0)
     per_class = pd.DataFrame({"class": list(class_names), "n": support, "correct": hits, "accuracy": per_acc})
     return AccuracyReport(accuracy=float(acc), ci_low=float(lo), ci_high=float(hi), confidence=confidence,
                           n=len(labels), class_names=list(class_names), per_class=per_class,
@@ -114,7 +115,7 @@ def accuracy_report(labels, predicted, class_names, n_resamples: int = 1000, see
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, folds=(5,), root=None, n_resamples: int = 1000,
-                        seed: int = 0, confidence: float = 0.95) -> AccuracyReport:
+                        seed: int = 0, confidence: float = 0.95, measure_cost: bool = False) -> AccuracyReport:
     """Accuracy report of a classifier checkpoint on ESC-50 folds.
 
     Features are those the checkpoint declares, computed once and cached
@@ -125,6 +126,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, folds=(5,), root=None, n_
         folds: ESC-50 folds to evaluate on (default: the test fold 5).
         root: ESC-50 root (None: ``ESC50_ROOT``).
         n_resamples, seed, confidence: the bootstrap of the CI.
+        measure_cost: also time the forward pass on these features (``ms_per_clip``).
 
     Raises:
         CheckpointError: missing or unreadable checkpoint. DatasetError: bad dataset root.
@@ -141,11 +143,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, folds=(5,), root=None, n_
     model, extractor, ckpt = load_classifier(checkpoint)
     ds = ESC50(root, folds, extractor.cfg.sample_rate, extractor.cfg.duration)
     names = ckpt.get("class_names") or ds.class_names
-    logits = predict_logits(model, fold_features(ds, extractor.cfg))
-    return accuracy_report(ds.labels, logits.argmax(1).numpy(), names, n_resamples=n_resamples, seed=seed,
-                           confidence=confidence, filenames=ds.filenames,
-                           source=f"{checkpoint}, fold{'s' if len(folds) > 1 else ''} "
-                                  f"{','.join(map(str, folds))}")
+    feats = fold_features(ds, extractor.cfg)
+    report = accuracy_report(ds.labels, predict_logits(model, feats).argmax(1).numpy(), names,
+                             n_resamples=n_resamples, seed=seed, confidence=confidence, filenames=ds.filenames,
+                             source=f"{checkpoint}, fold{'s' if len(folds) > 1 else ''} "
+                                    f"{','.join(map(str, folds))}")
+    if measure_cost:
+        report.ms_per_clip = forward_ms_per_clip(model, feats)
+    return report
 
 
 def plot_confusion(report: AccuracyReport, path: str | os.PathLike | None = None, normalize: bool = True):

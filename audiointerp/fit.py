@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,8 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 
 from .data import ESC50, TEST_FOLDS, TRAIN_FOLDS, VAL_FOLDS, fold_features
-from .errors import ConfigError
-from .models import build_model, clone_state, save_checkpoint
+from .errors import CheckpointError, ConfigError
+from .models import build_model, clone_state, load_weights, read_checkpoint, save_checkpoint
 from .processing import FLOOR_DB, FeatureConfig
 
 
@@ -185,9 +185,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
         arch_args.setdefault("channels", (8, 32, 64, 128))
     model = build_model(cfg.architecture, **arch_args).to(memory_format=torch.channels_last)
     if cfg.init_from:
-        from .errors import CheckpointError
-        from .models import load_weights, read_checkpoint
-
         init = read_checkpoint(cfg.init_from)
         if init["architecture"] != cfg.architecture or init["features"] != feature_cfg.to_dict():
             raise CheckpointError(f"init_from {cfg.init_from} is a {init['architecture']} on {init['features']}, "
@@ -296,10 +293,6 @@ def cross_validate(cfg: TrainConfig, out_dir: str | os.PathLike, root=None, fold
     Raises:
         ConfigError: bad configuration or folds. DatasetError: bad dataset root.
     """
-    from dataclasses import replace
-
-    from .models import read_checkpoint
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []

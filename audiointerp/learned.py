@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError
 from .processing import FeatureConfig, _magnitude_to_audio, mel_filterbank, power_to_db, stft, to_feature_power
+from .provenance import file_sha256, git_commit, package_versions
 
 INTERPRETER_FORMAT = "audiointerp-interpreter/1"
 KINDS = ("l2i", "piq")
@@ -401,7 +402,6 @@ def save_interpreter(path, net: nn.Module, classifier: dict, features: FeatureCo
         nmf: L2I only: ``{"path", "sha256"}`` of the dictionary file (the dictionary itself is in
             the state dict).
     """
-    from .models import package_versions
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -451,7 +451,6 @@ def load_interpreter(path, classifier_checkpoint=None, kind: str | None = None):
             classifier other than the one it was trained for (both named).
     """
     from .models import load_weights
-    from .runner import file_sha256
 
     ckpt = read_interpreter(path)
     if kind is not None and ckpt["kind"] != kind:
@@ -662,7 +661,6 @@ def train_interpreter(cfg: InterpreterTrainConfig, out, root=None, progress: boo
     """
     from .models import load_classifier, model_name
     from .nmf import NMFDictionary
-    from .runner import file_sha256, git_commit
 
     cfg.validate()
     if cfg.threads:

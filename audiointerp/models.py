@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError
 from .processing import FeatureConfig, FeatureExtractor
+from .provenance import git_commit, package_versions
 
 CHECKPOINT_FORMAT = "audiointerp-classifier/1"
 PANNS_CNN14_16K = "Cnn14_16k_mAP=0.438.pth"
@@ -273,20 +274,6 @@ def load_panns_cnn14(path: str | os.PathLike = Path("pretrained") / PANNS_CNN14_
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 
-def package_versions() -> dict:
-    """Versions of the packages that shape results (python, torch, torchaudio, numpy, ...)."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("audiointerp", "torch", "torchaudio", "numpy", "captum", "shap", "librosa", "soundfile", "pandas"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch_args: dict, features: FeatureConfig,
                     class_names: list[str], metrics: dict | None = None, training: dict | None = None) -> Path:
     """Write a self-describing classifier checkpoint (atomically).
@@ -295,8 +282,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch_args: dict, 
     configuration, class names, state_dict, metrics, training configuration, package versions
     and the git commit of the code that wrote it.
     """
-    from .runner import git_commit
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {

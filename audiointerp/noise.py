@@ -31,6 +31,7 @@ import torch
 
 from .audio_io import peak_normalise, read_audio, resample, to_mono, write_audio
 from .errors import ConfigError
+from .provenance import file_sha256
 
 REPO_NOISES = Path(__file__).resolve().parent.parent / "noises"
 NOISE_FILES = {
@@ -289,7 +290,6 @@ class NoiseSpec:
         """JSON-able record for run.json (file, sha256, alpha, SNR in dB, offset), None if clean."""
         if self.is_clean:
             return None
-        from .runner import file_sha256
 
         p = noise_path(self.condition)
         a = mixing_alpha(self.alpha, self.snr_db)

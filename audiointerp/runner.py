@@ -33,11 +33,9 @@ overwritten (:class:`~audiointerp.errors.ResultsError`).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,7 +51,8 @@ from .interpret import LEARNED, METHODS, make_method, stratified_background
 from .learned import default_interpreter_path, magnitude_features, masked_audio, masked_magnitude, to_feature_grid
 from .masks import DEFAULT_K, DEFAULT_TAU, NATIVE, apply_mask, check_fraction, make_masks, mask_names
 from .metrics import METRIC_NAMES, comp, score, sps
-from .models import fuse_for_inference, load_classifier, model_name, package_versions
+from .models import fuse_for_inference, load_classifier, model_name
+from .provenance import file_sha256, git_commit, package_versions
 from .noise import NoiseSpec
 from .processing import INVERSIONS, features, features_only, reconstruction_snr_db, resynthesise, stft
 
@@ -174,28 +173,6 @@ class RunConfig:
     def interpreter(self, method: str) -> str:
         """The interpreter checkpoint of learned method ``method``."""
         return str(self.interpreters.get(method) or default_interpreter_path(self.checkpoint, method))
-
-
-def git_commit() -> str:
-    """The repository's HEAD commit (with ``-dirty`` if modified), or 'unknown'."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return (head + ("-dirty" if dirty else "")) or "unknown"
-    except Exception:
-        return "unknown"
-
-
-def file_sha256(path) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,10 +19,9 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from audiointerp.data import ESC50, fold_features
     from audiointerp.errors import AudioInterpError
-    from audiointerp.evaluate import evaluate_checkpoint, forward_ms_per_clip, plot_confusion
-    from audiointerp.models import load_classifier, model_card
+    from audiointerp.evaluate import evaluate_checkpoint, plot_confusion
+    from audiointerp.models import model_card, read_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="weights/compact_mel.pt")
@@ -36,10 +35,9 @@ def main(argv=None) -> int:
 
     try:
         ckpt_path = Path(args.checkpoint)
-        report = evaluate_checkpoint(ckpt_path, args.fold, n_resamples=args.n_resamples, seed=args.seed)
-        model, extractor, ckpt = load_classifier(ckpt_path)
-        ds = ESC50(None, tuple(args.fold), extractor.cfg.sample_rate, extractor.cfg.duration)
-        ms = forward_ms_per_clip(model, fold_features(ds, extractor.cfg))
+        report = evaluate_checkpoint(ckpt_path, args.fold, n_resamples=args.n_resamples, seed=args.seed,
+                                     measure_cost=True)
+        ckpt = read_checkpoint(ckpt_path)
         cv = json.loads(Path(args.cv).read_text()) if args.cv else None
     except AudioInterpError as exc:
         print(f"accuracy: error: {exc}", file=sys.stderr)
@@ -53,11 +51,11 @@ def main(argv=None) -> int:
     plot_confusion(report, figure)
     report.per_class.to_csv(stem.parent / f"{stem.name}_per_class.csv", index=False)
     report.errors().to_csv(stem.parent / f"{stem.name}_errors.csv", index=False)
-    print(json.dumps({**report.summary(), "forward_ms_per_clip": round(ms, 2)}, indent=2))
+    print(json.dumps({**report.summary(), "forward_ms_per_clip": round(report.ms_per_clip, 2)}, indent=2))
     if cv:
         print(f"{cv['n_folds']}-fold cross-validation: {cv['mean']:.4f} +- {cv['std']:.4f}")
     if args.card:
-        card = model_card(ckpt, ms_per_clip=ms, report=report, figure=figure.name, cv=cv)
+        card = model_card(ckpt, ms_per_clip=report.ms_per_clip, report=report, figure=figure.name, cv=cv)
         ckpt_path.with_suffix(".md").write_text(card)
         print(f"wrote {ckpt_path.with_suffix('.md')}")
     print(f"accuracy: {report.accuracy:.4f} [{report.ci_low:.4f}, {report.ci_high:.4f}]")
