@@ -14,7 +14,7 @@ METHODS ?= saliency,gradcam,shap,piq,l2i
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments reproduce grid-report tables test data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
+.PHONY: venv experiments reproduce grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -53,11 +53,15 @@ grid-report: venv
 tables: venv
 	mkdir -p $(NB_OUT)
 	$(PY) -m papermill --cwd notebooks notebooks/tables.ipynb $(NB_OUT)/tables.ipynb \
-		-p results ../results -p out ../supplementary
+		-p results ../results -p out ../supplementary -p overwrite True
 	@cat supplementary/summary.md
 
 test: venv
 	$(PY) -m pytest -q
+
+# pyflakes, import order, docstrings of public names (pyproject.toml [tool.ruff]); also run by the tests
+lint: venv
+	$(PY) -m ruff check audiointerp tests scripts
 
 data: venv
 	$(PY) -m audiointerp data --dest data

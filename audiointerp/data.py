@@ -1,54 +1,72 @@
 """ESC-50 (Piczak, "ESC: Dataset for Environmental Sound Classification", ACM MM 2015).
 
 The dataset root is the folder holding ``meta/esc50.csv`` and ``audio/``; it comes from the
-``ESC50_ROOT`` environment variable unless given. Clips may be ``.wav`` (official release) or
-``.flac`` (the 16 kHz copy in ``../shared/ESC-50``) at any rate and channel count: they are
-downmixed, resampled, peak-normalised and padded/cut to 5.0 s.
+``ESC50_ROOT`` environment variable (:mod:`audiointerp.settings`) unless given. Clips may be
+``.wav`` (official release) or ``.flac`` (the 16 kHz copy in ``../shared/ESC-50``) at any rate
+and channel count: they are downmixed, resampled, peak-normalised and padded/cut to 5.0 s.
 
 Folds follow the prior art: 1-3 train, 4 validation, 5 test. ``make data`` downloads the
 official release with :func:`download_esc50` for users with internet.
+
+What is read is checked, so that a bad file gives one clear error instead of wrong numbers:
+the metadata (:func:`read_meta`), every clip (:func:`audiointerp.audio_io.load_clip`: corrupt,
+truncated, empty, silent, NaN/Inf), and the on-disk feature cache (:func:`fold_features`,
+keyed and verified by the SHA-256 of the clips' contents, see :func:`file_digest` and
+:meth:`ESC50.identity`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import urllib.request
+import uuid
+import warnings
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from . import settings
 from .audio_io import load_clip
-from .errors import DatasetError
+from .errors import AudioFileError, ConfigError, DatasetError
+from .provenance import file_sha256
+from .settings import cache_dir  # noqa: F401  (re-exported: data.cache_dir is public API)
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 N_CLIPS = 2000
 N_CLASSES = 50
+FOLDS = (1, 2, 3, 4, 5)
 TRAIN_FOLDS = (1, 2, 3)
 VAL_FOLDS = (4,)
 TEST_FOLDS = (5,)
 AUDIO_EXTS = (".wav", ".flac")
+META_COLUMNS = ("filename", "fold", "target", "category")
+ON_BAD_CLIP = ("error", "skip")
 
 
 def esc50_root(root: str | os.PathLike | None = None) -> Path:
     """Resolve and check the ESC-50 root.
 
     Args:
-        root: a folder, or None to read the ``ESC50_ROOT`` environment variable.
+        root: a folder, or None to read the ``ESC50_ROOT`` environment variable
+            (:func:`audiointerp.settings.esc50_root_env`).
 
     Returns:
-        the folder as a Path.
+        the folder as a Path (``~`` expanded, not resolved).
 
     Raises:
         DatasetError: ``ESC50_ROOT`` unset, or the folder lacks ``meta/esc50.csv`` or ``audio/``.
     """
     if root is None:
-        root = os.environ.get("ESC50_ROOT")
+        root = settings.esc50_root_env()
         if not root:
             raise DatasetError(
                 "ESC50_ROOT is not set: point it at the ESC-50 folder holding meta/esc50.csv and "
@@ -62,18 +80,126 @@ def esc50_root(root: str | os.PathLike | None = None) -> Path:
     return root
 
 
-def read_meta(root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The 2000-row ESC-50 metadata (``filename, fold, target, category, esc10, src_file, take``)."""
-    root = esc50_root(root)
-    meta = pd.read_csv(root / "meta" / "esc50.csv")
-    missing = {"filename", "fold", "target", "category"} - set(meta.columns)
+# ---------------------------------------------------------------------------------------------
+# Metadata
+
+def _row(csv: Path, meta: pd.DataFrame, i: int) -> str:
+    """``<csv>, line N (<filename>)`` for data row ``i`` (line 1 is the header)."""
+    name = meta["filename"].iloc[i] if "filename" in meta.columns else None
+    return f"{csv}, line {i + 2}" + (f" ({name})" if isinstance(name, str) and name else "")
+
+
+def _integer_column(meta: pd.DataFrame, column: str, csv: Path) -> np.ndarray:
+    """``meta[column]`` as int64, or DatasetError naming the first row that is not an integer."""
+    values = pd.to_numeric(meta[column], errors="coerce").to_numpy(dtype=np.float64)
+    ok = np.isfinite(values) & (values == np.round(values))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise DatasetError(f"{_row(csv, meta, i)}: {column} {meta[column].iloc[i]!r} is not an integer")
+    return values.astype(np.int64)
+
+
+def validate_meta(meta: pd.DataFrame, csv: str | os.PathLike = "esc50.csv") -> pd.DataFrame:
+    """Check ESC-50 metadata and return it with typed columns.
+
+    Checks: at least one row; the columns ``filename, fold, target, category``; non-empty,
+    unique file names (also unique once the extension is dropped, since ``.wav`` and
+    ``.flac`` name the same clip); integer ``fold`` in :data:`FOLDS` (1-5); integer
+    ``target``; non-empty ``category``; each target with exactly one category and each
+    category with exactly one target; targets exactly ``0 .. n_classes-1``.
+
+    Args:
+        meta: the table as read by ``pandas.read_csv``.
+        csv: the file it came from, for the messages.
+
+    Returns:
+        ``meta`` with ``filename``/``category`` as str and ``fold``/``target`` as int64 (a copy).
+
+    Raises:
+        DatasetError: the first problem found, naming ``csv`` and the offending line, file
+            name and value.
+    """
+    csv = Path(csv)
+    if len(meta) == 0:
+        raise DatasetError(f"{csv} has no rows (only a header, or nothing)")
+    missing = [c for c in META_COLUMNS if c not in meta.columns]
     if missing:
-        raise DatasetError(f"{root / 'meta' / 'esc50.csv'} lacks columns {sorted(missing)}")
+        raise DatasetError(f"{csv} lacks columns {missing} (it has {list(meta.columns)})")
+    meta = meta.copy()
+    for column in ("filename", "category"):
+        bad = meta[column].isna() | (meta[column].astype(str).str.strip() == "")
+        if bad.any():
+            raise DatasetError(f"{_row(csv, meta, int(np.flatnonzero(bad.to_numpy())[0]))}: empty {column}")
+        meta[column] = meta[column].astype(str)
+    stems = meta["filename"].map(lambda f: Path(f).stem)
+    dup = stems.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = stems.iloc[int(np.flatnonzero(dup)[0])]
+        lines = [i + 2 for i in np.flatnonzero((stems == first).to_numpy())]
+        raise DatasetError(f"{csv}: clip {first} is listed more than once (lines "
+                           f"{', '.join(map(str, lines))}); each clip must have one row")
+    meta["fold"] = _integer_column(meta, "fold", csv)
+    outside = ~meta["fold"].isin(FOLDS).to_numpy()
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise DatasetError(f"{_row(csv, meta, i)}: fold {meta['fold'].iloc[i]} is not an ESC-50 fold "
+                           f"({FOLDS[0]}-{FOLDS[-1]})")
+    meta["target"] = _integer_column(meta, "target", csv)
+    per_target = meta.groupby("target")["category"].unique()
+    for target, cats in per_target.items():
+        if len(cats) > 1:
+            lines = [i + 2 for i in np.flatnonzero((meta["target"] == target).to_numpy())][:6]
+            raise DatasetError(f"{csv}: target {target} has {len(cats)} categories {sorted(cats)} "
+                               f"(lines {', '.join(map(str, lines))}...); each target needs exactly one")
+    per_cat = meta.groupby("category")["target"].unique()
+    for cat, targets in per_cat.items():
+        if len(targets) > 1:
+            raise DatasetError(f"{csv}: category {cat!r} has targets {sorted(int(t) for t in targets)}; "
+                               f"each category needs exactly one target")
+    n_classes = len(per_target)
+    outside = ((meta["target"] < 0) | (meta["target"] >= n_classes)).to_numpy()
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        absent = sorted(set(range(n_classes)) - set(per_target.index.tolist()))
+        raise DatasetError(f"{_row(csv, meta, i)}: target {meta['target'].iloc[i]} is outside 0..{n_classes - 1} "
+                           f"(targets must number the {n_classes} classes from 0; missing: {absent})")
     return meta
 
 
+def read_meta(root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The ESC-50 metadata ``meta/esc50.csv``, validated (:func:`validate_meta`).
+
+    Args:
+        root: dataset root, or None for ``ESC50_ROOT``.
+
+    Returns:
+        one row per clip (2000 for ESC-50) with the csv's columns (``filename, fold, target,
+        category, esc10, src_file, take``); ``fold`` and ``target`` int64, in csv order.
+
+    Raises:
+        DatasetError: bad root; an unreadable, empty (0 bytes), header-only or unparsable csv;
+            any problem found by :func:`validate_meta` (the csv and the row are named).
+    """
+    root = esc50_root(root)
+    csv = root / "meta" / "esc50.csv"
+    try:
+        meta = pd.read_csv(csv)
+    except pd.errors.EmptyDataError:
+        raise DatasetError(f"{csv} is empty (0 bytes or blank): it must hold the ESC-50 metadata "
+                           f"with a header line {','.join(META_COLUMNS)},...") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DatasetError(f"{csv} cannot be parsed as CSV: {str(exc).strip()}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {csv}: {exc}") from None
+    return validate_meta(meta, csv)
+
+
 def class_names(meta: pd.DataFrame) -> list[str]:
-    """Class names indexed by target (from the ``category`` column)."""
+    """Class names indexed by target (from the ``category`` column of :func:`read_meta`).
+
+    Returns:
+        ``[n_classes]`` str, entry ``t`` the category of target ``t``.
+    """
     pairs = meta[["target", "category"]].drop_duplicates().sort_values("target")
     return pairs["category"].tolist()
 
@@ -85,7 +211,7 @@ def resolve_audio(root: Path, filename: str) -> Path:
         DatasetError: neither file exists (the message names the clip).
     """
     stem = Path(filename).stem
-    for ext in (Path(filename).suffix, *AUDIO_EXTS):
+    for ext in dict.fromkeys((Path(filename).suffix, *AUDIO_EXTS)):
         p = root / "audio" / f"{stem}{ext}"
         if p.is_file():
             return p
@@ -93,44 +219,160 @@ def resolve_audio(root: Path, filename: str) -> Path:
                        f"{', '.join(stem + e for e in AUDIO_EXTS)})")
 
 
+# ---------------------------------------------------------------------------------------------
+# Content digests
+
+def _stat_signature(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, as 64 lowercase hex digits (:func:`audiointerp.provenance.file_sha256`:
+    memoised per path and (size, mtime_ns, inode, ctime_ns), so an unchanged file costs one ``stat``).
+
+    Raises:
+        DatasetError: the file is missing or unreadable (named).
+    """
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path} to hash it: {exc.strerror or exc}") from None
+
+
+def clips_sha256(filenames, digests) -> str:
+    """SHA-256 hex over the lines ``"<filename>\\t<file sha256>\\n"`` of the clips, in order.
+
+    The dataset's content identity: it changes when a clip's bytes, its name, the set of
+    clips or their order change, and not when the folder moves.
+    """
+    h = hashlib.sha256()
+    for name, digest in zip(filenames, digests, strict=True):
+        h.update(f"{name}\t{digest}\n".encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset
+
+def _check_folds(folds) -> tuple[int, ...]:
+    if isinstance(folds, (int, np.integer)):
+        folds = (folds,)
+    try:
+        out = tuple(int(f) for f in folds)
+        if any(float(f) != int(f) for f in folds):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DatasetError(f"ESC-50 folds are 1-5, got {folds!r}") from None
+    bad = [f for f in out if f not in FOLDS]
+    if bad or not out:
+        raise DatasetError(f"ESC-50 folds are 1-5, got {bad or list(out)}")
+    return out
+
+
 class ESC50(torch.utils.data.Dataset):
     """ESC-50 clips of some folds as mono waveforms at the model rate.
 
     ``dataset[i]`` is ``(waveform, label)``: float32 ``[n_samples]`` (peak-normalised, padded
-    or cut to ``duration`` s at ``sample_rate`` Hz) and the int ``target``. Decoded and
-    resampled clips are cached in memory.
+    or cut to ``duration`` s at ``sample_rate`` Hz, ``n_samples = round(duration *
+    sample_rate)``) and the int ``target``. Decoded and resampled clips are cached in memory
+    (re-read when the file changes on disk).
 
     Args:
         root: dataset root, or None for ``ESC50_ROOT``.
-        folds: folds to include (1-5).
-        sample_rate: model rate in Hz.
-        duration: clip length in seconds.
+        folds: folds to include (1-5), in any order; clips stay in csv order.
+        sample_rate: model rate in Hz (> 0).
+        duration: clip length in seconds (> 0).
+        on_bad_clip: ``"error"`` (default): a bad clip (missing, corrupt, truncated, empty,
+            silent, NaN/Inf: :func:`audiointerp.audio_io.load_clip`) raises when it is first
+            decoded, lazily. ``"skip"``: every clip is decoded once here; bad ones are dropped
+            from the dataset (from ``filenames``, ``labels``, features, ...) and listed in
+            :attr:`skipped`, and a warning says how many.
+
+    Attributes:
+        root: the dataset root (Path). csv: its ``meta/esc50.csv``.
+        meta: the csv rows of the dataset's clips, in order (index 0..n-1).
+        class_names: ``[n_classes]`` names by target (all classes of the csv).
+        folds: the requested folds (tuple of int). sample_rate, duration: as given.
+        skipped: ``[{"filename": str, "reason": str}]`` of the clips dropped by ``"skip"``
+            (empty otherwise), in csv order.
 
     Raises:
-        DatasetError: bad root or folds; a missing clip (named).
-        AudioFileError: a corrupt or empty clip (named).
+        DatasetError: bad root, metadata (:func:`read_meta`) or folds; a requested fold with no
+            clips in the csv (or none left after skipping); a missing clip (named, when decoded).
+        AudioFileError: a bad clip, when decoded (``on_bad_clip="error"``).
+        ConfigError: unknown ``on_bad_clip``; a non-positive rate or duration.
     """
 
-    def __init__(self, root=None, folds=(1, 2, 3, 4, 5), sample_rate: int = 16000, duration: float = 5.0):
+    def __init__(self, root=None, folds=FOLDS, sample_rate: int = 16000, duration: float = 5.0,
+                 on_bad_clip: str = "error"):
+        if on_bad_clip not in ON_BAD_CLIP:
+            raise ConfigError(f"on_bad_clip must be one of {', '.join(ON_BAD_CLIP)}, got {on_bad_clip!r}")
+        try:
+            rate_ok = float(sample_rate) == int(sample_rate) and int(sample_rate) > 0
+        except (TypeError, ValueError):
+            rate_ok = False
+        if not rate_ok:
+            raise ConfigError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
+        try:
+            dur_ok = np.isfinite(float(duration)) and float(duration) > 0
+        except (TypeError, ValueError):
+            dur_ok = False
+        if not dur_ok:
+            raise ConfigError(f"duration must be a positive number of seconds, got {duration!r}")
         self.root = esc50_root(root)
+        self.csv = self.root / "meta" / "esc50.csv"
         meta = read_meta(self.root)
-        folds = tuple(int(f) for f in folds)
-        bad = [f for f in folds if f not in range(1, 6)]
-        if bad:
-            raise DatasetError(f"ESC-50 folds are 1-5, got {bad}")
+        folds = _check_folds(folds)
         self.class_names = class_names(meta)
         self.meta = meta[meta["fold"].isin(folds)].reset_index(drop=True)
         self.folds = folds
         self.sample_rate = int(sample_rate)
         self.duration = float(duration)
-        self._cache: dict[int, torch.Tensor] = {}
+        self.on_bad_clip = on_bad_clip
+        self.skipped: list[dict] = []
+        self._cache: dict[int, tuple[tuple, torch.Tensor]] = {}
+        self._check_no_empty_fold()
+        if on_bad_clip == "skip":
+            self._drop_bad_clips()
+
+    def _check_no_empty_fold(self):
+        present = set(self.meta["fold"].tolist())
+        empty = [f for f in self.folds if f not in present]
+        if not empty:
+            return
+        what = f"fold {empty[0]} has" if len(empty) == 1 else f"folds {', '.join(map(str, empty))} have"
+        if not self.skipped:
+            raise DatasetError(f"{what} no clips in {self.csv}")
+        meta = read_meta(self.root)
+        lost = set(meta.loc[meta["fold"].isin(empty), "filename"])
+        example = next(s["reason"] for s in self.skipped if s["filename"] in lost)
+        raise DatasetError(f"{what} no clips left in {self.csv}: all {len(lost)} were bad and skipped "
+                           f"(e.g. {example})")
+
+    def _drop_bad_clips(self):
+        keep = []
+        for i, name in enumerate(self.filenames):
+            try:
+                self.waveform(i)
+            except (AudioFileError, DatasetError) as exc:
+                self.skipped.append({"filename": name, "reason": str(exc)})
+            else:
+                keep.append(i)
+        if self.skipped:
+            self.meta = self.meta.iloc[keep].reset_index(drop=True)
+            self._cache = {new: self._cache[old] for new, old in enumerate(keep)}
+            names = ", ".join(s["filename"] for s in self.skipped[:3])
+            warnings.warn(f"ESC50: skipped {len(self.skipped)} bad clips of folds {list(self.folds)} "
+                          f"(e.g. {names}); see dataset.skipped", stacklevel=3)
+            self._check_no_empty_fold()
 
     def __len__(self) -> int:
         return len(self.meta)
 
     @property
     def filenames(self) -> list[str]:
-        """Official file names (``.wav``) in dataset order."""
+        """Official file names (``.wav``, from the csv) in dataset order."""
         return self.meta["filename"].tolist()
 
     @property
@@ -139,14 +381,18 @@ class ESC50(torch.utils.data.Dataset):
         return self.meta["target"].to_numpy(dtype=np.int64)
 
     def path(self, i: int) -> Path:
-        """File of clip ``i`` (wav or flac)."""
+        """File of clip ``i`` (wav or flac). Raises DatasetError when it is missing (named)."""
         return resolve_audio(self.root, self.meta["filename"].iloc[i])
 
     def waveform(self, i: int) -> torch.Tensor:
-        """float32 ``[n_samples]`` of clip ``i`` (cached after the first read)."""
-        if i not in self._cache:
-            self._cache[i] = load_clip(self.path(i), self.sample_rate, self.duration)
-        return self._cache[i]
+        """float32 ``[n_samples]`` of clip ``i``, cached after the first read (and re-read if the
+        file has changed since). Raises DatasetError (missing) or AudioFileError (bad clip)."""
+        path = self.path(i)
+        sig = _stat_signature(path)
+        hit = self._cache.get(i)
+        if hit is None or hit[0] != sig:
+            hit = self._cache[i] = (sig, load_clip(path, self.sample_rate, self.duration))
+        return hit[1]
 
     def __getitem__(self, i: int):
         return self.waveform(i), int(self.meta["target"].iloc[i])
@@ -156,58 +402,209 @@ class ESC50(torch.utils.data.Dataset):
         idx = range(len(self)) if indices is None else indices
         return torch.stack([self.waveform(int(i)) for i in idx])
 
+    @property
+    def digests(self) -> list[str]:
+        """SHA-256 (64 hex digits) of each clip's file, in dataset order (:func:`file_digest`:
+        memoised, so repeated calls on unchanged files cost a ``stat`` per clip).
+
+        Raises:
+            DatasetError: a clip file is missing or unreadable (named).
+        """
+        return [file_digest(resolve_audio(self.root, name)) for name in self.filenames]
+
+    def clip_digest(self, i: int) -> str:
+        """The first 16 hex digits of the SHA-256 of clip ``i``'s file (stored per row in the
+        results CSVs)."""
+        return file_digest(self.path(i))[:16]
+
+    def identity(self) -> dict:
+        """What data this is, by content, for run records and cache keys.
+
+        Returns:
+            ``{"meta_sha256": SHA-256 hex of meta/esc50.csv, "clips_sha256": :func:`clips_sha256`
+            of the dataset's clips (csv file names and file digests, in order), "n_clips": int,
+            "folds": [int], "root": str}``. ``root`` is informational: two copies of the same
+            files in different folders have equal identities except for it; replacing one
+            clip's file changes ``clips_sha256``.
+
+        Raises:
+            DatasetError: a clip or the csv is missing or unreadable (named).
+        """
+        return {"meta_sha256": file_digest(self.csv), "clips_sha256": clips_sha256(self.filenames, self.digests),
+                "n_clips": len(self), "folds": list(self.folds), "root": str(self.root)}
+
 
 # ---------------------------------------------------------------------------------------------
-# Feature cache: features of whole folds, computed once per feature configuration.
+# Feature cache: features of whole folds, computed once per (clip contents, feature config).
 
-def cache_dir() -> Path:
-    """Folder for cached features: ``AUDIOINTERP_CACHE`` or ``~/.cache/audiointerp``."""
-    return Path(os.environ.get("AUDIOINTERP_CACHE", Path.home() / ".cache" / "audiointerp"))
+#: Version of the cache entry layout; bump it when the entry's fields change.
+CACHE_FORMAT = 2
+_TRANSFORM_SOURCES = ("processing.py", "audio_io.py")
 
 
-def fold_features(dataset: ESC50, cfg, batch_size: int = 64, cache: bool = True,
-                  progress: bool = False) -> torch.Tensor:
-    """Features of every clip of ``dataset``, cached on disk per (files, feature config).
+@lru_cache(maxsize=1)
+def transform_version() -> str:
+    """SHA-256 hex of the code that turns files into features: the source of
+    ``audiointerp/processing.py`` and ``audiointerp/audio_io.py`` (as first read by this
+    process) and the torch and torchaudio versions (their resampling and STFT/mel numerics).
+
+    Hashing the source rather than keeping a hand-bumped constant cannot be forgotten: any
+    edit of the transforms invalidates the cached features (an edit of a comment too, which
+    only costs one recomputation).
+    """
+    import torchaudio
+
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in _TRANSFORM_SOURCES:
+        h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    h.update(f"torch {torch.__version__}\0torchaudio {torchaudio.__version__}".encode())
+    return h.hexdigest()
+
+
+def feature_cache_key(dataset: ESC50, cfg, digests: list[str] | None = None) -> str:
+    """The content key (SHA-256 hex) of ``dataset``'s features under ``cfg``.
+
+    Hashes, as canonical JSON: :data:`CACHE_FORMAT`, :func:`clips_sha256` of the clips (names
+    and file digests), ``cfg.to_dict()``, the dataset's rate and duration, and
+    :func:`transform_version`. The root folder is not part of it, so a copy of the data
+    elsewhere shares the entry, and a changed clip does not.
 
     Args:
-        dataset: the clips.
-        cfg: :class:`audiointerp.processing.FeatureConfig` (its rate must be the dataset's).
-        cache: read/write the on-disk cache (:func:`cache_dir`).
-
-    Returns:
-        float32 ``[n_clips, 1, n_freq, n_frames]`` in dB.
-
-    Raises:
-        ConfigError: the feature rate or duration differs from the dataset's (both quoted).
+        digests: the clips' digests if already computed (``dataset.digests`` otherwise).
     """
-    from .errors import ConfigError
-    from .processing import features
+    digests = dataset.digests if digests is None else digests
+    payload = {"format": CACHE_FORMAT, "clips_sha256": clips_sha256(dataset.filenames, digests),
+               "features": cfg.to_dict(), "sample_rate": dataset.sample_rate, "duration": dataset.duration,
+               "transform": transform_version()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    if int(cfg.sample_rate) != dataset.sample_rate or float(cfg.duration) != dataset.duration:
-        raise ConfigError(f"features at {cfg.sample_rate} Hz / {cfg.duration} s cannot use clips loaded at "
-                          f"{dataset.sample_rate} Hz / {dataset.duration} s")
 
-    key = hashlib.sha1(repr((dataset.root.resolve().as_posix(), dataset.filenames, sorted(cfg.to_dict().items()),
-                             dataset.duration)).encode()).hexdigest()[:16]
-    path = cache_dir() / f"features-{cfg.kind}-{key}.pt"
-    if cache and path.is_file():
-        try:
-            return torch.load(path)
-        except Exception:
-            path.unlink(missing_ok=True)
+def _compute_features(dataset: ESC50, cfg, batch_size: int, progress: bool) -> torch.Tensor:
     from tqdm.auto import tqdm
+
+    from . import processing
 
     out = []
     starts = range(0, len(dataset), batch_size)
     for s in tqdm(starts, desc=f"{cfg.kind} features", disable=not progress):
         wav = dataset.waveforms(range(s, min(s + batch_size, len(dataset))))
-        out.append(features(wav, cfg)[0])
-    feats = torch.cat(out) if out else torch.empty(0, *cfg.shape)
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(feats, tmp)
+        out.append(processing.features(wav, cfg)[0])
+    return torch.cat(out) if out else torch.empty(0, *cfg.shape)
+
+
+def _load_entry(path: Path, key: str, filenames: list[str], digests: list[str], shape: tuple) -> torch.Tensor | None:
+    """The features of a cache entry that matches, else None (missing, unreadable, corrupt or
+    for other clips)."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated, garbage, or an older layout: recompute
+        return None
+    if not (isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("key") == key
+            and entry.get("filenames") == filenames and entry.get("digests") == digests):
+        return None
+    feats = entry.get("features")
+    if not (isinstance(feats, torch.Tensor) and feats.dtype == torch.float32 and tuple(feats.shape) == shape
+            and bool(torch.isfinite(feats).all())):
+        return None
+    return feats
+
+
+def _save_entry(path: Path, entry: dict) -> None:
+    """Write ``entry`` atomically: a temporary file in the same folder, then ``os.replace``
+    (the file gets the usual permissions of the umask, unlike a ``mkstemp`` file)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            torch.save(entry, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def fold_features(dataset: ESC50, cfg, batch_size: int = 64, cache: bool = True,
+                  progress: bool = False) -> torch.Tensor:
+    """Features of every clip of ``dataset``, cached on disk by content.
+
+    The cache entry ``<cache_dir>/features-<kind>-<key>.pt`` is keyed by
+    :func:`feature_cache_key` (the clips' names and SHA-256 digests, the feature config, rate,
+    duration and :func:`transform_version`), so a changed clip is recomputed and a copy of the
+    data in another folder reuses the entry. The entry stores the file names and digests and
+    is verified on load; an unreadable or mismatching entry is recomputed. Writes are atomic
+    (temporary file + ``os.replace``) and made under a ``filelock.FileLock`` per key, so
+    concurrent processes compute an entry once (the others wait, then read it). If the clips
+    change on disk while being read, nothing is cached and DatasetError is raised.
+
+    Args:
+        dataset: the clips.
+        cfg: :class:`audiointerp.processing.FeatureConfig` (its rate and duration must be the
+            dataset's).
+        batch_size: clips per feature batch (> 0).
+        cache: read/write the on-disk cache (:func:`audiointerp.settings.cache_dir`, i.e.
+            ``AUDIOINTERP_CACHE``).
+        progress: show a progress bar while computing.
+
+    Returns:
+        float32 ``[n_clips, 1, n_freq, n_frames]`` in dB (:func:`audiointerp.processing.features`).
+
+    Raises:
+        ConfigError: the feature rate or duration differs from the dataset's (both quoted); a
+            bad ``batch_size``; a cache folder that cannot be created.
+        DatasetError: a missing clip (named), or clips changed while computing (named).
+        AudioFileError: a bad clip (named).
+    """
+    if int(cfg.sample_rate) != dataset.sample_rate or float(cfg.duration) != dataset.duration:
+        raise ConfigError(f"features at {cfg.sample_rate} Hz / {cfg.duration} s cannot use clips loaded at "
+                          f"{dataset.sample_rate} Hz / {dataset.duration} s")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not cache:
+        return _compute_features(dataset, cfg, int(batch_size), progress)
+
+    from filelock import FileLock
+
+    filenames, digests = dataset.filenames, dataset.digests
+    key = feature_cache_key(dataset, cfg, digests)
+    shape = (len(filenames), *cfg.shape)
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the feature cache folder {folder} ({exc.strerror or exc}): set "
+                          f"AUDIOINTERP_CACHE to a writable folder, or pass cache=False") from None
+    path = folder / f"features-{cfg.kind}-{key[:32]}.pt"
+    feats = _load_entry(path, key, filenames, digests, shape)
+    if feats is not None:
+        return feats
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire()
+    except OSError as exc:  # e.g. a read-only cache folder: compute, without caching
+        warnings.warn(f"cannot lock the feature cache entry {path} ({exc}); computing without the cache",
+                      stacklevel=2)
+        return _compute_features(dataset, cfg, int(batch_size), progress)
+    with contextlib.ExitStack() as stack:
+        stack.callback(lock.release)
+        feats = _load_entry(path, key, filenames, digests, shape)  # another process may have written it
+        if feats is not None:
+            return feats
+        feats = _compute_features(dataset, cfg, int(batch_size), progress)
+        now = dataset.digests
+        changed = [n for n, a, b in zip(filenames, digests, now) if a != b]
+        if changed:
+            raise DatasetError(f"{len(changed)} clips of {dataset.root} changed on disk while their features were "
+                               f"computed (e.g. {', '.join(changed[:3])}); nothing was cached, run again")
+        try:
+            _save_entry(path, {"format": CACHE_FORMAT, "key": key, "filenames": filenames, "digests": digests,
+                               "features_config": cfg.to_dict(), "features": feats})
+        except OSError as exc:
+            warnings.warn(f"could not write the feature cache entry {path}: {exc}", stacklevel=2)
     return feats
 
 

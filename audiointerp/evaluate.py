@@ -20,7 +20,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .data import ESC50, fold_features
 from .errors import ConfigError
+from .models import build_model, fuse_for_inference, load_classifier, predict_logits
+from .processing import FeatureConfig
+from .stats import bootstrap_ci
 
 
 @dataclass
@@ -89,7 +93,6 @@ def accuracy_report(labels, predicted, class_names, n_resamples: int = 1000, see
     """
     from sklearn.metrics import confusion_matrix
 
-    from .tables import bootstrap_ci
 
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     predicted = np.asarray(predicted, dtype=np.int64).reshape(-1)
@@ -132,9 +135,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, folds=(5,), root=None, n_
         CheckpointError: missing or unreadable checkpoint. DatasetError: bad dataset root.
         ConfigError: a fold outside 1-5.
     """
-    from .data import ESC50, fold_features
-    from .fit import predict_logits
-    from .models import load_classifier
 
     folds = tuple(int(f) for f in folds)
     bad = [f for f in folds if f not in (1, 2, 3, 4, 5)]
@@ -210,7 +210,6 @@ def forward_ms_per_clip(model: torch.nn.Module, feats: torch.Tensor, batch_size:
     """
     import time
 
-    from .models import fuse_for_inference
 
     fused = fuse_for_inference(model)
     x = feats[:batch_size].contiguous(memory_format=torch.channels_last)
@@ -220,3 +219,74 @@ def forward_ms_per_clip(model: torch.nn.Module, feats: torch.Tensor, batch_size:
         for _ in range(repeat):
             fused(x)
     return (time.perf_counter() - t0) / repeat / len(x) * 1000
+
+
+def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure: str | None = None,
+               cv: dict | None = None) -> str:
+    """A Markdown model card of a checkpoint: architecture, features, accuracy, training, versions.
+
+    Args:
+        ckpt: dict from :func:`read_checkpoint` / :func:`load_classifier`.
+        ms_per_clip: measured forward cost (batched, ms per clip) to report, if known.
+        report: an :class:`audiointerp.evaluate.AccuracyReport` of the test fold: adds the
+            bootstrap 95% CI, the per-class accuracy table and (``figure``, a path relative to
+            the card) the confusion-matrix figure.
+        cv: a :func:`audiointerp.fit.cross_validate` summary of the same recipe: adds the
+            per-fold accuracies and their mean +- standard deviation.
+
+    Returns:
+        the card's Markdown text.
+    """
+    m, t, f = ckpt.get("metrics", {}), ckpt.get("training", {}), ckpt["features"]
+    model = build_model(ckpt["architecture"], **ckpt["arch_args"])
+    n_params = sum(p.numel() for p in model.parameters())
+    cfg = FeatureConfig.from_dict(f)
+    folds = (t.get("train_folds", (1, 2, 3)), t.get("val_folds", (4,)), t.get("test_folds", (5,)))
+
+    def fmt(fs) -> str:  # (1, 2, 3) -> "1-3", (1, 4, 5) -> "1,4,5"
+        fs = sorted(fs)
+        contiguous = len(fs) > 2 and fs == list(range(fs[0], fs[-1] + 1))
+        return f"{fs[0]}-{fs[-1]}" if contiguous else ",".join(map(str, fs))
+
+    lines = [f"# Model card: {Path(ckpt.get('path', 'model')).name}", "",
+             f"- Architecture: `{ckpt['architecture']}` {ckpt['arch_args']} ({n_params / 1e6:.2f} M parameters)",
+             f"- Features: {cfg.kind}, {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}"
+             + (f", {cfg.n_mels} mels {cfg.f_min:g}-{cfg.f_max:g} Hz" if cfg.kind == "mel" else "")
+             + f", {cfg.duration:g} s -> {cfg.n_freq} x {cfg.n_frames} (dB, floor -100 dB)",
+             f"- Data: ESC-50 (Piczak 2015), trained from scratch on folds {fmt(folds[0])}, model selection on "
+             f"fold {fmt(folds[1])}, test on fold {fmt(folds[2])}"
+             + (f"; weights initialised from `{Path(t['init_from']).name}` (a second schedule)"
+                if t.get("init_from") else ""),
+             f"- Code: git commit `{ckpt.get('git_commit', 'not recorded')}`",
+             ""]
+    test = f"fold-{fmt(folds[2])}"
+    if m:
+        acc = f"{m.get('test_acc', float('nan')):.4f}"
+        if report is not None:
+            acc += f" [{report.ci_low:.4f}, {report.ci_high:.4f}] ({round(report.confidence * 100)}% bootstrap CI, " \
+                   f"{report.n} clips)"
+        lines += ["| metric | value |", "|---|---|",
+                  f"| {test} (test) accuracy | {acc} |",
+                  f"| fold-{fmt(folds[1])} (validation) accuracy, best epoch | {m.get('val_acc', float('nan')):.4f} |",
+                  f"| best epoch (weights kept) | {m.get('best_epoch')} of {t.get('epochs')} |",
+                  f"| training time{' (this schedule)' if t.get('init_from') else ''} | "
+                  f"{m.get('train_seconds', 0) / 60:.1f} min (CPU) |"]
+        if cv:
+            lines.append(f"| {cv['n_folds']}-fold cross-validation accuracy | {cv['mean']:.4f} +- {cv['std']:.4f} "
+                         f"(mean +- sd) |")
+        if ms_per_clip is not None:
+            lines.append(f"| forward cost | {ms_per_clip:.2f} ms/clip (batched, 2-core CPU) |")
+        lines.append("")
+    if t:
+        skip = {"train_folds", "val_folds", "test_folds", "limit", "threads", "init_from"}
+        lines += ["Training configuration: " + ", ".join(f"{k}={v}" for k, v in t.items() if k not in skip), ""]
+    if cv:
+        lines += ["Cross-validation (each fold in turn the test fold, the one before it validation):", "",
+                  "| test fold | validation fold | test accuracy | best epoch |", "|---|---|---|---|"]
+        lines += [f"| {r['test_fold']} | {r['val_fold']} | {r['test_acc']:.4f} | {r['best_epoch']} |"
+                  for r in cv["folds"]]
+        lines.append("")
+    lines += ["Package versions: " + ", ".join(f"{k} {v}" for k, v in ckpt.get("versions", {}).items()), ""]
+    if report is not None:
+        lines += [report_markdown(report, figure)]
+    return "\n".join(lines)

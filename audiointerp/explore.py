@@ -18,7 +18,6 @@ explanation selects is played back, as is what it leaves out.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,91 +27,13 @@ import torch
 from .audio_io import load_clip, write_audio
 from .data import esc50_root, read_meta, resolve_audio
 from .errors import ConfigError, unknown_name
-from .interpret import LEARNED, make_method
-from .learned import default_interpreter_path, to_feature_grid
-from .masks import DEFAULT_K, DEFAULT_TAU, NATIVE, check_fraction, make_masks, mask_names
+from .interpret import make_method
+from .masks import NATIVE, resolve_mask_name
 from .noise import CONDITIONS, NoiseSpec, noise_path
 from .processing import INVERSIONS, FeatureConfig, features, mel_filterbank
-from .runner import DOMAINS, class_probabilities, score_masks, shap_background
+from .scoring import DOMAINS, class_probabilities, explain, mask_stack, score_masks
 
 DEFAULT_CLIP = "5-177614-A-5.wav"  # ESC-50 fold 5, class 5 (cat)
-# Mask families: those with a parameter take k (topK*) or tau (pos_thresh) as a fraction in (0, 1].
-MASK_FAMILIES = ("minmax", "sigmoid", "bin", "topK", "minmax_pos", "sigmoid_pos", "pos_thresh", "topK_pos")
-_PARAM = {"topK": "k", "topK_pos": "k", "pos_thresh": "tau"}
-
-
-def mask_family(mask: str) -> tuple[str, float | None]:
-    """Split a mask name into its family of :data:`MASK_FAMILIES` and the fraction in its name:
-    ``topK_25`` -> ``("topK", 0.25)``, ``topK_5_pos`` -> ``("topK_pos", 0.05)``, ``pos_thresh_50`` ->
-    ``("pos_thresh", 0.5)``, ``minmax`` -> ``("minmax", None)``, ``topK`` -> ``("topK", None)``.
-
-    Raises:
-        ConfigError: unknown mask name (lists the families and the standard names).
-    """
-    name = str(mask)
-    m = re.fullmatch(r"(topK|pos_thresh)_(\d+(?:\.\d+)?)(_pos)?", name)
-    if m and not (m.group(1) == "pos_thresh" and m.group(3)):
-        return m.group(1) + (m.group(3) or ""), float(m.group(2)) / 100
-    if name in MASK_FAMILIES:
-        return name, None
-    raise unknown_name("mask", name, [*MASK_FAMILIES, *mask_names()])
-
-
-def parse_mask(mask: str, k: float | None = None, tau: float | None = None) -> tuple[str, float, float]:
-    """Resolve a mask to ``(name, k, tau)`` for :func:`audiointerp.masks.make_masks`.
-
-    ``mask`` is a full name (``minmax``, ``topK_25``, ``topK_5_pos``, ``pos_thresh_50``: k or tau
-    in percent, read from the name) or a family of :data:`MASK_FAMILIES` (``topK``, ``topK_pos``,
-    ``pos_thresh``) whose fraction comes from ``k`` / ``tau``. A fraction given both ways must agree
-    (to 0.5 %). ``k`` / ``tau`` are ignored by masks without a parameter.
-
-    Raises:
-        ConfigError: unknown mask name (lists the valid ones), a fraction outside (0, 1], a missing
-            or contradictory k / tau (the values are quoted).
-    """
-    family, value = mask_family(mask)
-    if family not in _PARAM:
-        return family, DEFAULT_K[0], DEFAULT_TAU[0]
-    param = _PARAM[family]
-    given = k if param == "k" else tau
-    if value is not None and given is not None and abs(float(given) - value) > 0.005:
-        raise ConfigError(f"mask {mask!r} means {param}={value:g}, but {param}={given!r} was given")
-    value = value if value is not None else given
-    if value is None:
-        raise ConfigError(f"mask family {family!r} needs {param} (a fraction in (0, 1])")
-    check_fraction(param, value)
-    name = {"topK": "topK_{}", "topK_pos": "topK_{}_pos", "pos_thresh": "pos_thresh_{}"}[family]
-    name = name.format(round(100 * float(value)))
-    return (name, float(value), DEFAULT_TAU[0]) if param == "k" else (name, DEFAULT_K[0], float(value))
-
-
-def make_explainer(method: str, model, cfg: FeatureConfig, root=None, nsamples: int = 32, seed: int = 0,
-                   per_class: int = 2, checkpoint=None, interpreter=None):
-    """The attribution method as the runner builds it (build once, reuse across clips and widgets).
-
-    Saliency (Simonyan et al. 2014) and Grad-CAM (Selvaraju et al. 2017) need only the model; SHAP
-    (expected gradients, Lundberg & Lee 2017) gets the runner's background: ``per_class`` clips of
-    each class of the training folds 1-3 (:func:`audiointerp.interpret.stratified_background`,
-    seeded), as features ``[n_bg, 1, F, T]`` from the feature cache.
-
-    PIQ and L2I (:mod:`audiointerp.learned`) load ``interpreter``, by default
-    ``<classifier folder>/<method>_<classifier stem>.pt`` next to ``checkpoint`` (the classifier's
-    file, whose SHA-256 the interpreter must have been trained on).
-
-    Raises:
-        ConfigError: unknown method; a learned method with neither ``checkpoint`` nor ``interpreter``.
-        DatasetError: SHAP without an ESC-50 root (``root`` or ``ESC50_ROOT``).
-        CheckpointError: a missing interpreter or one trained for another classifier.
-    """
-    kwargs = {}
-    if method in LEARNED:
-        if checkpoint is None and interpreter is None:
-            raise ConfigError(f"{method} needs the classifier's checkpoint= or its interpreter= checkpoint")
-        kwargs = {"interpreter": interpreter or default_interpreter_path(checkpoint, method),
-                  "classifier_checkpoint": checkpoint, "features": cfg}
-    if method == "shap":
-        kwargs = {"background": shap_background(root, cfg, per_class, seed), "nsamples": nsamples, "seed": seed}
-    return make_method(method, model, **kwargs)
 
 
 def load_example(filename: str = DEFAULT_CLIP, root=None, sample_rate: int = 16000,
@@ -217,15 +138,18 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
         model, extractor: from :func:`audiointerp.models.load_classifier`.
         waveform: float32 ``[n_samples]`` (or ``[1, n_samples]``) clean clip at the model rate,
             ``n_samples = extractor.cfg.n_samples`` (e.g. from :func:`load_example`).
-        method: ``saliency``, ``gradcam``, ``shap``, ``piq`` or ``l2i``.
-        mask, k, tau: see :func:`parse_mask` (k, tau fractions in (0, 1]); ``"native"`` for a learned
-            method's own mask (applied with its own synthesis, as the runner does).
+        method: a method of :data:`audiointerp.interpret.METHODS`.
+        mask, k, tau: a mask name or family (:func:`audiointerp.masks.resolve_mask_name`; k, tau
+            fractions in (0, 1]); ``"native"`` for a method's own mask (PIQ, L2I; applied with its
+            own synthesis, as the runner does).
         noise: the listening condition mixed in before anything else (default clean).
         inversion: ``gain`` or ``pinv`` (:func:`audiointerp.processing.resynthesise`).
-        explainer: a prebuilt method (:func:`make_explainer`; it must be ``method``), else one is
-            built here (SHAP: background from ``root``, ``shap_nsamples`` draws, ``seed``).
+        explainer: a prebuilt method (:func:`audiointerp.interpret.make_method`; it must be
+            ``method``), else one is built here (SHAP: background from ``root``, ``shap_nsamples``
+            draws, ``seed``; PIQ / L2I: the interpreter next to ``checkpoint``).
         target: class to explain (default: the predicted class, as the runner does).
-        clip_index: the per-clip seed of SHAP draws (the runner uses the clip's index in the fold).
+        clip_index: the per-clip seed of stochastic methods (the runner uses the clip's index in
+            its fold, :func:`fold_index`).
         checkpoint: the classifier's file (PIQ / L2I find their interpreter next to it).
 
     Returns:
@@ -233,15 +157,11 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
 
     Raises:
         ConfigError: unknown method/mask/condition/inversion, bad k/tau/SNR, a waveform of the wrong
-            shape or length, an explainer of another method, a target outside the classes.
+            shape or length, an explainer of another method, a target outside the classes, the
+            ``native`` mask of a method without one.
     """
     cfg = extractor.cfg
-    if mask == NATIVE:
-        if method not in LEARNED:
-            raise ConfigError(f"mask 'native' exists for the learned methods ({', '.join(LEARNED)}), not {method!r}")
-        name, k, tau = NATIVE, None, None
-    else:
-        name, k, tau = parse_mask(mask, k, tau)
+    name = NATIVE if mask == NATIVE else resolve_mask_name(mask, k, tau)
     noise.validate()
     if inversion not in INVERSIONS:
         raise unknown_name("inversion", inversion, INVERSIONS)
@@ -252,34 +172,27 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
         raise ConfigError(f"waveform must be [{cfg.n_samples}] samples ({cfg.duration} s at {cfg.sample_rate} Hz), "
                           f"got shape {tuple(wav.shape)}")
     if explainer is None:
-        explainer = make_explainer(method, model, cfg, root=root, nsamples=shap_nsamples, seed=seed,
-                                   checkpoint=checkpoint)
+        explainer = make_method(method, model, features=cfg, root=root, shap_nsamples=shap_nsamples, seed=seed,
+                                checkpoint=checkpoint)
     elif getattr(explainer, "name", method) != method:
         raise ConfigError(f"explainer is {explainer.name!r} but method {method!r} was asked for")
     wav = noise.apply(wav[None], cfg.sample_rate)  # [1, n]
     x = features(wav, cfg)[0]  # [1, 1, F, T]
-    with torch.no_grad():
-        probs = class_probabilities(model, x)  # [1, n_classes]
+    probs = class_probabilities(model, x)  # [1, n_classes]
     pred = int(probs.argmax(1))
     tgt = pred if target is None else int(target)
     if not 0 <= tgt < probs.shape[1]:
         raise ConfigError(f"target {target!r} is not a class index 0-{probs.shape[1] - 1}")
-    native = None
-    if name == NATIVE:
-        native, attr = explainer.explain(x, torch.tensor([tgt]))
-        m = to_feature_grid(native, cfg)
-    else:
-        with torch.enable_grad():
-            attr = explainer.attribute(x, torch.tensor([tgt]), seeds=[clip_index])
-        m = make_masks(attr, (k,), (tau,), names=[name])[name]
-    res = score_masks(model, probs, x, wav, m[:, None], cfg, DOMAINS, inversion,  # the runner's scoring path
-                      native=None if native is None else native[:, None])
+    expl = explain(explainer, x, torch.tensor([tgt]), seeds=[clip_index], native=name == NATIVE)
+    m = mask_stack(expl, [name], cfg)  # [1, 1, 1, F, T]
+    res = score_masks(model, probs, x, wav, m, cfg, DOMAINS, inversion,  # the runner's scoring path
+                      native=expl.native[:, None] if name == NATIVE else None)
     scores = {dom: {mt: float(v[0, 0]) for mt, v in sc.items()} for dom, sc in res.scores.items()}
     x_in, x_out, audio = res.x_in[:, 0], res.x_out[:, 0], res.audio[0]
     return ClipExplanation(
         waveform=wav[0], sample_rate=cfg.sample_rate, features=x[0], probs=probs[0], pred=pred, target=tgt,
-        attribution=attr[0], mask=m[0], x_in=x_in[0], x_out=x_out[0], audio_in=audio[0], audio_out=audio[1],
-        scores=scores, recon_snr_db=float(res.recon_snr_db[0]), cfg=cfg, method=method,
+        attribution=expl.attribution[0], mask=m[0, 0], x_in=x_in[0], x_out=x_out[0], audio_in=audio[0],
+        audio_out=audio[1], scores=scores, recon_snr_db=float(res.recon_snr_db[0]), cfg=cfg, method=method,
         mask_name=name, condition=noise.label, inversion=inversion)
 
 

@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
+from .config import csv_ints, option, optional
 from .data import ESC50, TEST_FOLDS, TRAIN_FOLDS, VAL_FOLDS, fold_features
 from .errors import CheckpointError, ConfigError
-from .models import build_model, clone_state, load_weights, read_checkpoint, save_checkpoint
+from .models import build_model, clone_state, load_weights, predict_logits, read_checkpoint, save_checkpoint
 from .processing import FLOOR_DB, FeatureConfig
 
 
@@ -54,26 +55,27 @@ class TrainConfig:
             first one; architecture and features must match), or None for random init.
     """
 
-    features: str = "mel"
-    architecture: str = "CompactCNN"
-    arch_args: dict = field(default_factory=dict)
-    epochs: int = 60
-    batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
-    mixup_alpha: float = 0.4
-    label_smoothing: float = 0.05
-    freq_mask: int = 8
-    time_mask: int = 40
-    max_shift: float = 0.25
-    gain_db: float = 6.0
-    seed: int = 0
-    threads: int = 0
-    train_folds: tuple = TRAIN_FOLDS
-    val_folds: tuple = VAL_FOLDS
-    test_folds: tuple = TEST_FOLDS
-    limit: int | None = None
-    init_from: str | None = None
+    features: str = option("mel", choices=("mel", "stft"), help="feature kind (the default configuration of that kind)")
+    architecture: str = option("CompactCNN", choices=("CompactCNN", "Cnn14"), help="model to build")
+    arch_args: dict = option(default_factory=dict, cli=False, help="constructor arguments of the model")
+    epochs: int = option(60, help="training epochs")
+    batch_size: int = option(32, help="clips per step")
+    lr: float = option(3e-3, help="peak learning rate (one-cycle cosine)")
+    weight_decay: float = option(1e-2, help="AdamW weight decay")
+    mixup_alpha: float = option(0.4, help="Beta parameter of mixup (0 disables it)")
+    label_smoothing: float = option(0.05, help="cross-entropy label smoothing")
+    freq_mask: int = option(8, help="maximum SpecAugment frequency-mask width in rows (two masks)")
+    time_mask: int = option(40, help="maximum SpecAugment time-mask width in frames (two masks)")
+    max_shift: float = option(0.25, help="maximum circular time shift, as a fraction of the clip")
+    gain_db: float = option(6.0, help="maximum random gain in dB (+-)")
+    seed: int = option(0, help="seed of python, numpy and torch")
+    threads: int = option(0, help="torch intra-op threads (0: leave as is)")
+    train_folds: tuple = option(TRAIN_FOLDS, parse=csv_ints, help="training folds, comma-separated")
+    val_folds: tuple = option(VAL_FOLDS, parse=csv_ints, help="validation folds (model selection)")
+    test_folds: tuple = option(TEST_FOLDS, parse=csv_ints, help="test folds")
+    limit: int | None = option(None, parse=optional(int), help="only the first N clips of each split (tests)")
+    init_from: str | None = option(None, parse=optional(str), metavar="PATH",
+                                   help="start from this checkpoint's weights (a second schedule)")
 
 
 def seed_everything(seed: int) -> None:
@@ -122,17 +124,6 @@ def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> to
         if cfg.time_mask > 0:
             x = AF.mask_along_axis_iid(x, cfg.time_mask, FLOOR_DB, axis=3)
     return x
-
-
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, feats: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Logits ``[n, n_classes]`` of features ``[n, 1, n_freq, n_frames]`` in eval mode, batched."""
-    was_training = model.training
-    model.eval()
-    out = [model(feats[i:i + batch_size].contiguous(memory_format=torch.channels_last))
-           for i in range(0, len(feats), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
 
 
 def accuracy(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> float:

@@ -26,6 +26,8 @@ exactly (and an all-zeros mask returns x exactly for ``x_out``).
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from .errors import ConfigError, unknown_name
@@ -117,21 +119,135 @@ def top_k_pos(a: torch.Tensor, k: float) -> torch.Tensor:
 
 def check_fraction(name: str, v: float) -> None:
     """Raise ConfigError unless mask parameter ``name`` (k or tau) is a fraction in (0, 1]."""
-    if not (0 < float(v) <= 1):
-        raise ConfigError(f"mask parameter {name} must be in (0, 1], got {v!r}")
+    try:
+        ok = 0 < float(v) <= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"mask parameter {name} must be a fraction in (0, 1], got {v!r}")
 
 
-def _pct(v: float) -> str:
-    return f"{round(100 * v):d}"
+#: Mask families; those with a parameter carry it in their name as a percentage.
+MASK_FAMILIES = ("minmax", "sigmoid", "bin", "topK", "minmax_pos", "sigmoid_pos", "pos_thresh", "topK_pos")
+#: The parameter of each parameterised family: k (fraction kept) or tau (threshold).
+PARAMETER = {"topK": "k", "topK_pos": "k", "pos_thresh": "tau"}
+_NAME_RE = re.compile(r"(topK|pos_thresh)_(\d+(?:\.\d+)?)(_pos)?")
+
+
+def percent(v: float) -> str:
+    """A fraction as the percentage in a mask name: ``0.3 -> "30"``, ``0.301 -> "30.1"``,
+    ``0.001 -> "0.1"`` (6 significant digits, no trailing zeros)."""
+    return f"{100 * float(v):g}"
+
+
+def mask_name(family: str, value: float | None = None) -> str:
+    """The name of a mask: ``("topK", 0.3) -> "topK_30"``, ``("topK_pos", 0.05) -> "topK_5_pos"``,
+    ``("pos_thresh", 0.5) -> "pos_thresh_50"``, ``("minmax", None) -> "minmax"``.
+
+    Raises:
+        ConfigError: unknown family; a parameterised family without a fraction in (0, 1].
+    """
+    if family not in MASK_FAMILIES:
+        raise unknown_name("mask family", family, MASK_FAMILIES)
+    if family not in PARAMETER:
+        return family
+    check_fraction(PARAMETER[family], value)
+    if family == "topK_pos":
+        return f"topK_{percent(value)}_pos"
+    return f"{family}_{percent(value)}"
+
+
+def parse_mask_name(name: str) -> tuple[str, float | None]:
+    """Split a mask name into its family of :data:`MASK_FAMILIES` and the fraction in its name.
+
+    ``topK_25 -> ("topK", 0.25)``, ``topK_5_pos -> ("topK_pos", 0.05)``, ``pos_thresh_50 ->
+    ("pos_thresh", 0.5)``, ``minmax -> ("minmax", None)``; a bare family of a parameterised kind
+    (``topK``) gives ``(family, None)``.
+
+    Raises:
+        ConfigError: unknown mask name (lists the families and the standard names), or a
+            fraction outside (0, 1] (e.g. ``topK_0``, ``topK_150``).
+    """
+    name = str(name)
+    m = _NAME_RE.fullmatch(name)
+    if m and not (m.group(1) == "pos_thresh" and m.group(3)):
+        family = m.group(1) + (m.group(3) or "")
+        value = float(m.group(2)) / 100
+        check_fraction(PARAMETER[family], value)
+        return family, value
+    if name in MASK_FAMILIES:
+        return name, None
+    raise unknown_name("mask", name, [*MASK_FAMILIES, *mask_names()])
+
+
+def resolve_mask_name(mask: str, k: float | None = None, tau: float | None = None) -> str:
+    """The full mask name from a name or a family plus its fraction (for widgets and notebooks).
+
+    ``mask`` is a full name (``minmax``, ``topK_25``, ``topK_5_pos``, ``pos_thresh_50``) or a
+    parameterised family (``topK``, ``topK_pos``, ``pos_thresh``) whose fraction comes from ``k``
+    / ``tau``. A fraction given both ways must agree to 0.5 percentage points; ``k`` / ``tau`` are
+    ignored by masks without a parameter.
+
+    Raises:
+        ConfigError: unknown mask, a fraction outside (0, 1], a missing or contradictory k / tau
+            (the values are quoted).
+    """
+    family, value = parse_mask_name(mask)
+    if family not in PARAMETER:
+        return family
+    param = PARAMETER[family]
+    given = k if param == "k" else tau
+    if value is not None and given is not None and abs(float(given) - value) > 0.005:
+        raise ConfigError(f"mask {mask!r} means {param}={value:g}, but {param}={given!r} was given")
+    value = value if value is not None else given
+    if value is None:
+        raise ConfigError(f"mask family {family!r} needs {param} (a fraction in (0, 1])")
+    return mask_name(family, float(value))
+
+
+def _specs(k=DEFAULT_K, tau=DEFAULT_TAU) -> list[tuple[str, str, float | None]]:
+    """``(name, family, fraction)`` of every mask for these k and tau, in table order.
+
+    Raises:
+        ConfigError: empty k or tau, a value outside (0, 1], or two values that would share a
+            name (e.g. k = 0.3 and 0.3000001 both give ``topK_30``).
+    """
+    for pname, values in (("k", k), ("tau", tau)):
+        values = list(values)
+        if not values:
+            raise ConfigError(f"mask parameter {pname} needs at least one value")
+        labels = {}
+        for v in values:
+            check_fraction(pname, v)
+            label = percent(v)
+            if label in labels and float(labels[label]) != float(v):
+                raise ConfigError(f"mask parameter {pname}: {labels[label]!r} and {v!r} would share the mask name "
+                                  f"suffix {label!r} (names carry the percentage to 6 significant digits); "
+                                  f"give values that differ in their name")
+            if label in labels:
+                raise ConfigError(f"mask parameter {pname} lists {v!r} twice")
+            labels[label] = v
+    out = [(f, f, None) for f in ("minmax", "sigmoid", "bin")]
+    out += [(mask_name("topK", v), "topK", float(v)) for v in k]
+    out += [(f, f, None) for f in ("minmax_pos", "sigmoid_pos")]
+    out += [(mask_name("pos_thresh", t), "pos_thresh", float(t)) for t in tau]
+    out += [(mask_name("topK_pos", v), "topK_pos", float(v)) for v in k]
+    return out
 
 
 def mask_names(k=DEFAULT_K, tau=DEFAULT_TAU) -> list[str]:
-    """Names of the masks :func:`make_masks` builds for these k and tau, in table order."""
-    return (["minmax", "sigmoid", "bin"] + [f"topK_{_pct(v)}" for v in k] + ["minmax_pos", "sigmoid_pos"]
-            + [f"pos_thresh_{_pct(t)}" for t in tau] + [f"topK_{_pct(v)}_pos" for v in k])
+    """Names of the masks :func:`make_masks` builds for these k and tau, in table order.
+
+    Raises:
+        ConfigError: see :func:`_specs` (bad or colliding k / tau values).
+    """
+    return [name for name, _, _ in _specs(k, tau)]
 
 
 MASK_NAMES = mask_names()
+
+_BUILDERS = {"minmax": minmax, "sigmoid": sigmoid, "bin": binary, "minmax_pos": minmax_pos,
+             "sigmoid_pos": sigmoid_pos, "topK": top_k, "topK_pos": top_k_pos, "pos_thresh": pos_threshold}
 
 
 def make_masks(a: torch.Tensor, k=DEFAULT_K, tau=DEFAULT_TAU, names=None) -> dict[str, torch.Tensor]:
@@ -141,37 +257,28 @@ def make_masks(a: torch.Tensor, k=DEFAULT_K, tau=DEFAULT_TAU, names=None) -> dic
         a: attribution maps.
         k: fractions for ``topK_*`` and ``topK_*_pos``.
         tau: thresholds for ``pos_thresh_*``.
-        names: subset of :func:`mask_names` to build (default all).
+        names: masks to build (default all of :func:`mask_names`); a name outside those of ``k``
+            and ``tau`` is built from the fraction in its name (``topK_25``).
 
     Returns:
-        dict name -> mask ``[batch, 1, F, T]`` in [0, 1], ordered as :func:`mask_names`.
+        dict name -> mask ``[batch, 1, F, T]`` in [0, 1], in the order of ``names``.
 
     Raises:
-        ConfigError: unknown mask name (lists the valid ones), k or tau outside (0, 1].
+        ConfigError: unknown mask name (lists the valid ones), k or tau outside (0, 1] or
+            colliding (:func:`mask_names`), a parameterised family without its fraction.
     """
-    valid = mask_names(k, tau)
-    names = valid if names is None else list(names)
-    for n in names:
-        if n not in valid:
-            raise unknown_name("mask", n, valid)
+    specs = {name: (family, v) for name, family, v in _specs(k, tau)}
+    names = list(specs) if names is None else list(names)
     out = {}
     for n in names:
-        if n == "minmax":
-            out[n] = minmax(a)
-        elif n == "sigmoid":
-            out[n] = sigmoid(a)
-        elif n == "bin":
-            out[n] = binary(a)
-        elif n == "minmax_pos":
-            out[n] = minmax_pos(a)
-        elif n == "sigmoid_pos":
-            out[n] = sigmoid_pos(a)
-        elif n.startswith("pos_thresh_"):
-            out[n] = pos_threshold(a, dict(zip([f"pos_thresh_{_pct(t)}" for t in tau], tau))[n])
-        elif n.endswith("_pos"):
-            out[n] = top_k_pos(a, dict(zip([f"topK_{_pct(v)}_pos" for v in k], k))[n])
+        family, v = specs[n] if n in specs else parse_mask_name(n)
+        if family in PARAMETER:
+            if v is None:
+                raise ConfigError(f"mask family {family!r} needs its {PARAMETER[family]} in the name, e.g. "
+                                  f"{mask_name(family, 0.3)!r}")
+            out[n] = _BUILDERS[family](a, v)
         else:
-            out[n] = top_k(a, dict(zip([f"topK_{_pct(v)}" for v in k], k))[n])
+            out[n] = _BUILDERS[family](a)
     return out
 
 
@@ -189,3 +296,18 @@ def apply_mask(x: torch.Tensor, m: torch.Tensor, floor: float = FLOOR_DB) -> tup
     """
     level = x - floor
     return x - (1 - m) * level, x - m * level
+
+
+def apply_log1p_mask(L: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep / remove the masked part of a log1p magnitude, as L2I, PIQ and L-MAC apply their masks.
+
+    Args:
+        L: ``log(1 + |STFT|)`` ``[..., n_fft//2+1, n_frames]`` (:func:`audiointerp.processing.log1p_stft`).
+        m: mask in [0, 1], broadcastable to ``L``.
+
+    Returns:
+        ``(magnitude_in, magnitude_out)``: the linear magnitudes ``expm1(m ⊙ L)`` and
+        ``expm1((1 − m) ⊙ L)`` (Parekh et al., NeurIPS 2022; Paissan et al., 2023); an all-ones
+        mask gives ``|STFT|`` back in ``magnitude_in``, zeros in ``magnitude_out``.
+    """
+    return torch.expm1(m * L), torch.expm1((1 - m) * L)

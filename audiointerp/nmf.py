@@ -22,21 +22,9 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, ConfigError
-from .processing import FeatureConfig, stft
+from .processing import FeatureConfig, log1p_stft
 
 NMF_FORMAT = "audiointerp-nmf/1"
-
-
-def log1p_magnitude(waveform: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
-    """L = log(1 + |STFT|) of ``[n_samples]`` or ``[batch, n_samples]`` with ``cfg``'s n_fft and hop.
-
-    Returns:
-        float32 ``[batch, n_fft//2+1, n_frames]`` (natural log, >= 0).
-    """
-    wav = waveform[None] if waveform.dim() == 1 else waveform
-    if wav.dim() != 2:
-        raise ConfigError(f"waveform must be [n_samples] or [batch, n_samples], got shape {tuple(waveform.shape)}")
-    return torch.log1p(stft(wav, cfg).abs())
 
 
 @dataclass
@@ -55,6 +43,7 @@ class NMFDictionary:
 
     @property
     def n_components(self) -> int:
+        """K, the number of templates (columns of W)."""
         return int(self.W.shape[1])
 
     def check(self, cfg: FeatureConfig) -> None:
@@ -118,7 +107,7 @@ def learn_dictionary(frames: torch.Tensor, cfg: FeatureConfig, n_components: int
 
     Args:
         frames: non-negative float ``[n_frames_total, n_fft//2+1]`` (frames as rows, e.g. from
-            :func:`log1p_magnitude` of training clips, transposed and stacked).
+            :func:`audiointerp.processing.log1p_stft` of training clips, transposed and stacked).
         cfg: the classifier's feature configuration (recorded; its STFT must match the frames).
         n_components: K (100 in L2I).
         seed: NNDSVDa is deterministic; the seed fixes the solver's randomness.
@@ -163,7 +152,7 @@ def training_frames(waveforms: torch.Tensor, cfg: FeatureConfig, n_frames: int =
     Returns:
         float32 ``[n_frames, n_fft//2+1]`` (frames as rows).
     """
-    L = log1p_magnitude(waveforms, cfg)
+    L = log1p_stft(waveforms, cfg)[0]
     frames = L.transpose(1, 2).reshape(-1, L.shape[1])
     frames = frames[frames.sum(1) > min_energy]
     if len(frames) > n_frames:

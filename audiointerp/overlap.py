@@ -36,13 +36,13 @@ import torch
 
 from .data import ESC50
 from .errors import AudioInterpError, ConfigError
-from .explore import make_explainer
-from .interpret import LEARNED
-from .learned import to_feature_grid
+from .interpret import METHODS, make_method
 from .models import load_classifier, model_name
 from .noise import mix
-from .processing import AMIN, FeatureConfig, features, stft, to_feature_power
-from .tables import CI_HI, CI_LO, METHOD_ORDER, bootstrap_ci, to_markdown
+from .processing import AMIN, FeatureConfig, features, linear_to_feature_grid, stft, to_feature_power
+from .render import CI_HI, CI_LO, to_markdown
+from .scoring import explain
+from .stats import bootstrap_ci
 
 ALPHA = 0.5  # equal RMS: A and B are equally loud
 FOLD = 5
@@ -189,7 +189,7 @@ def _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable):
             out[m] = None
             continue
         try:
-            out[m] = make_explainer(m, model, cfg, root=root, seed=seed, checkpoint=checkpoint)
+            out[m] = make_method(m, model, features=cfg, root=root, seed=seed, checkpoint=checkpoint)
         except AudioInterpError as e:
             if not skip_unavailable:
                 raise
@@ -207,7 +207,7 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
 
     Args:
         checkpoint: classifier checkpoint path (:func:`audiointerp.models.load_classifier`).
-        methods: method names for :func:`audiointerp.explore.make_explainer` (``saliency``,
+        methods: method names for :func:`audiointerp.interpret.make_method` (``saliency``,
             ``gradcam``, ``shap``, and the learned interpreters where available).
         n_pairs, seed: the pairs (:func:`overlap_pairs`); ``seed`` also seeds SHAP and ``random``.
         root: ESC-50 root (default ``ESC50_ROOT``).
@@ -259,11 +259,11 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
             elif method == "random":
                 maps[method] = torch.from_numpy(np.stack([np.random.default_rng([seed, int(p)]).random(d_a.shape[1:])
                                                           for p in idx]))
-            elif method in LEARNED:  # the map, and the interpreter's own mask carried to the feature grid
-                native, maps[method] = explainer.explain(x, target)
-                maps[f"{method} (native)"] = to_feature_grid(native, cfg)
-            else:
-                maps[method] = explainer.attribute(x, target, seeds=idx.tolist())
+            else:  # the map, and a method's own mask (PIQ, L2I) carried to the feature grid
+                expl = explain(explainer, x, target, seeds=idx.tolist())
+                maps[method] = expl.attribution
+                if expl.native is not None:
+                    maps[f"{method} (native)"] = linear_to_feature_grid(expl.native, cfg)
             seconds[method] += time.perf_counter() - t
             for label, attr in maps.items():
                 m_a, m_b = match_scores(attr, d_a)
@@ -276,10 +276,10 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
 
 
 def _method_key(col: pd.Series) -> pd.Series:
-    """Sort key: methods in :data:`audiointerp.tables.METHOD_ORDER`, then others by name, baselines last."""
+    """Sort key: methods in :data:`audiointerp.interpret.METHODS` order, then others by name, baselines last."""
     if col.name != "method":
         return col
-    known = [m for base in METHOD_ORDER for m in (base, f"{base} (native)")]
+    known = [m for base in METHODS for m in (base, f"{base} (native)")]
     order = [*known, *sorted(set(col) - set(known) - set(BASELINES)), *BASELINES]
     return col.map({m: i for i, m in enumerate(order)})
 

@@ -205,19 +205,98 @@ def inverse_log_stft(spec_db: torch.Tensor, phase: torch.Tensor | None, length: 
     """
     cfg = cfg or FeatureConfig.stft_default()
     magnitude = db_to_power(spec_db[:, 0]).sqrt()
-    return _magnitude_to_audio(magnitude, None if phase is None else phase[:, 0], length, cfg, n_iter)
+    return magnitude_to_audio(magnitude, None if phase is None else phase[:, 0], length, cfg, n_iter)
 
 
-def _magnitude_to_audio(magnitude, phase, length, cfg, n_iter):
+def magnitude_to_audio(magnitude: torch.Tensor, phase: torch.Tensor | None, length: int, cfg: FeatureConfig,
+                       n_iter: int = 32) -> torch.Tensor:
+    """Audio from STFT magnitudes: the clip's phase put back and an ISTFT of exactly ``length`` samples.
+
+    Args:
+        magnitude: linear magnitudes ``[batch, n_fft//2+1, n_frames]`` (float32, >= 0).
+        phase: ``[batch, n_fft//2+1, n_frames]`` radians (broadcastable), or None to estimate one
+            with Griffin-Lim (``n_iter`` iterations; torchaudio; Griffin & Lim, IEEE TASSP 1984).
+        length: output samples (the original length: nothing is dropped or padded).
+        cfg: the STFT (n_fft, hop, Hann window).
+
+    Returns:
+        float32 waveforms ``[batch, length]``.
+    """
     window = _window(cfg.n_fft).to(magnitude.device)
     if phase is None:
         gl = torchaudio.transforms.GriffinLim(n_fft=cfg.n_fft, hop_length=cfg.hop_length,
                                               win_length=cfg.n_fft, power=1.0, n_iter=n_iter,
-                                              length=length, rand_init=False)
+                                              length=length, rand_init=False).to(magnitude.device)
         return gl(magnitude)
-    spec = torch.polar(magnitude, phase)
+    spec = torch.polar(magnitude, phase.expand_as(magnitude))
     return torch.istft(spec, n_fft=cfg.n_fft, hop_length=cfg.hop_length, window=window,
                        center=True, length=length)
+
+
+def log1p_stft(waveform: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``L = log(1 + |STFT|)`` and the complex STFT, at ``cfg``'s STFT (whatever ``cfg.kind``).
+
+    The magnitude representation of the learned interpreters: L2I's NMF dictionary (Parekh et
+    al., NeurIPS 2022) and PIQ's mask (Paissan et al., 2023) live on it.
+
+    Args:
+        waveform: float32 ``[n_samples]``, ``[batch, n_samples]`` or ``[batch, 1, n_samples]``.
+
+    Returns:
+        ``(L float32 [batch, n_fft//2+1, n_frames] >= 0 (natural log),
+        spec complex64 [batch, n_fft//2+1, n_frames])``.
+
+    Raises:
+        ConfigError: a waveform of another shape (quoted).
+    """
+    wav, _ = _as_batch(waveform)
+    spec = stft(wav, cfg)
+    return torch.log1p(spec.abs()), spec
+
+
+def inverse_log1p_stft(L: torch.Tensor, phase: torch.Tensor | None, length: int, cfg: FeatureConfig,
+                       n_iter: int = 32) -> torch.Tensor:
+    """Audio of a log1p magnitude (the inverse of :func:`log1p_stft`): ``ISTFT(expm1(L)·e^{iφ})``.
+
+    A masked ``M ⊙ L`` gives the learned interpreters' listenable interpretation with the clip's
+    own phase φ.
+
+    Args:
+        L: ``[batch, n_fft//2+1, n_frames]`` (>= 0); phase: radians, same shape, or None
+            (Griffin-Lim); length: output samples.
+
+    Returns:
+        float32 ``[batch, length]``.
+    """
+    return magnitude_to_audio(torch.expm1(L), phase, length, cfg, n_iter)
+
+
+def magnitude_to_features(magnitude: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """The classifier's features of STFT magnitudes, as :func:`features` computes them from audio.
+
+    Args:
+        magnitude: linear magnitudes ``[batch, n_fft//2+1, n_frames]``.
+
+    Returns:
+        float32 ``[batch, 1, n_freq, n_frames]`` in dB (floor -100 dB): ``10·log10(|·|²)`` for
+        ``stft``, through the mel filterbank first for ``mel``.
+    """
+    return power_to_db(to_feature_power(magnitude.pow(2), cfg))[:, None]
+
+
+def linear_to_feature_grid(a_lin: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """Carry a map over linear STFT bins ``[..., n_fft//2+1, n_frames]`` to the feature grid
+    ``[..., n_freq, n_frames]``.
+
+    Identity for ``stft``; for ``mel``, each band takes the mean of its bins weighted by its
+    filter (the filterbank's columns normalised to sum to 1), so a constant map stays constant
+    and a map in [0, 1] stays in [0, 1].
+    """
+    if cfg.kind == "stft":
+        return a_lin
+    fb = mel_filterbank(cfg).to(a_lin.device)
+    w = fb / fb.sum(0, keepdim=True).clamp_min(1e-12)  # [F_lin, n_mels]
+    return torch.einsum("...ft,fm->...mt", a_lin, w)
 
 
 def log_mel(waveform: torch.Tensor, cfg: FeatureConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,7 +362,7 @@ def inverse_log_mel(mel_db: torch.Tensor, phase: torch.Tensor | None, length: in
     """
     cfg = cfg or FeatureConfig.mel_default()
     power = mel_to_linear_power(db_to_power(mel_db[:, 0]), cfg)
-    return _magnitude_to_audio(power.sqrt(), None if phase is None else phase[:, 0], length, cfg, n_iter)
+    return magnitude_to_audio(power.sqrt(), None if phase is None else phase[:, 0], length, cfg, n_iter)
 
 
 def features(waveform: torch.Tensor, cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,6 +492,7 @@ class FeatureExtractor(torch.nn.Module):
         self.cfg = cfg
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Features ``[batch, 1, n_freq, n_frames]`` (dB) of ``[batch, n_samples]`` waveforms."""
         return features(waveform, self.cfg)[0]
 
     def transform(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -425,4 +505,5 @@ class FeatureExtractor(torch.nn.Module):
         return inverse(feats, phase, length or self.cfg.n_samples, self.cfg)
 
     def extra_repr(self) -> str:
+        """The configuration, for ``repr``."""
         return ", ".join(f"{k}={v}" for k, v in self.cfg.to_dict().items())

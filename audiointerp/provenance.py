@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import threading
 from pathlib import Path
 
 
@@ -38,10 +39,38 @@ def git_commit() -> str:
         return "unknown"
 
 
+_DIGESTS: dict[str, tuple[tuple, str]] = {}
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _signature(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
+
+
 def file_sha256(path) -> str:
-    """SHA-256 hex digest of a file."""
+    """SHA-256 hex digest (64 lowercase hex digits) of a file's bytes.
+
+    Memoised in memory per resolved path and (size, mtime_ns, inode, ctime_ns): hashing an
+    unchanged file again costs one ``stat``, a replaced or rewritten file is hashed afresh (a
+    file rewritten in place with the same size within the file system's timestamp granularity,
+    a few ms, is not noticed by a running process).
+
+    Raises:
+        OSError: the file is missing or unreadable.
+    """
+    p = Path(path).resolve()
+    sig = _signature(p)
+    key = str(p)
+    with _DIGESTS_LOCK:
+        hit = _DIGESTS.get(key)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(p, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = (sig, digest)  # the signature from before reading: a change while hashing re-hashes
+    return digest

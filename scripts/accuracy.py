@@ -19,9 +19,10 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
+    """Evaluate a checkpoint and print its accuracy with the bootstrap CI; returns the exit status."""
     from audiointerp.errors import AudioInterpError
-    from audiointerp.evaluate import evaluate_checkpoint, plot_confusion
-    from audiointerp.models import model_card, read_checkpoint
+    from audiointerp.evaluate import evaluate_checkpoint, model_card, plot_confusion
+    from audiointerp.models import read_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="weights/compact_mel.pt")

@@ -22,6 +22,7 @@ import torch
 
 
 def timed(fn, repeat=3):
+    """Mean wall time in seconds of ``repeat`` calls of ``fn`` (after one warm-up call)."""
     fn()
     t = time.perf_counter()
     for _ in range(repeat):
@@ -30,6 +31,7 @@ def timed(fn, repeat=3):
 
 
 def main() -> None:
+    """Measure and print the figures of the main job (see the module docstring)."""
     from audiointerp.data import ESC50, fold_features
     from audiointerp.masks import MASK_NAMES
     from audiointerp.models import load_classifier

@@ -15,6 +15,7 @@ from pathlib import Path
 
 
 def main() -> None:
+    """Print the time per grid cell and method from the run.json files."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results")
     args = ap.parse_args()

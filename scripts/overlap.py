@@ -12,12 +12,12 @@ Usage: .venv/bin/python scripts/overlap.py --checkpoint weights/compact_mel.pt -
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 
 def main() -> int:
+    """Run the overlap test from the command line; returns the exit status."""
     import torch
 
     from audiointerp.errors import AudioInterpError
@@ -29,7 +29,7 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=100, help="number of (A, B) pairs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="supplementary/overlap")
-    ap.add_argument("--root", default=os.environ.get("ESC50_ROOT"), help="ESC-50 root (default: ESC50_ROOT)")
+    ap.add_argument("--root", default=None, help="ESC-50 root (default: the ESC50_ROOT environment variable)")
     ap.add_argument("--batch", type=int, default=8, help="pairs per batch")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = ap.parse_args()

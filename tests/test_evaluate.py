@@ -54,7 +54,8 @@ def test_bad_inputs_name_the_value(labels, pred, match):
 
 def test_evaluate_checkpoint_and_card(toy_checkpoint, esc50_env, tmp_path):
     from audiointerp.data import ESC50
-    from audiointerp.models import load_classifier, model_card
+    from audiointerp.evaluate import model_card
+    from audiointerp.models import load_classifier
 
     r = evaluate_checkpoint(toy_checkpoint, folds=(5, 4))
     ds = ESC50(None, (4, 5))

@@ -3,10 +3,11 @@
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import REPO
+
 from audiointerp.errors import ConfigError, DatasetError
-from audiointerp.explore import explain_clip, fold_index, load_example, parse_mask, save_explanation, scores_table
+from audiointerp.explore import explain_clip, fold_index, load_example, save_explanation, scores_table
+from audiointerp.masks import resolve_mask_name
 from audiointerp.metrics import METRIC_NAMES
 from audiointerp.models import load_classifier
 from audiointerp.noise import NoiseSpec
@@ -73,17 +74,24 @@ def test_written_audio_has_the_model_rate(toy, tmp_path):
                                            ("topK_25", {"k": 0.5}, "0.5"), ("topK_0", {}, "0")])
 def test_bad_mask_is_named(toy, mask, kw, bad):
     with pytest.raises(ConfigError, match=bad):
-        parse_mask(mask, **kw)
+        resolve_mask_name(mask, **kw)
     model, extractor, _, wav, _ = toy
     with pytest.raises(ConfigError, match=bad):
         explain_clip(model, extractor, wav, "saliency", mask, **kw)
 
 
-def test_parse_mask():
-    assert parse_mask("minmax")[0] == "minmax"
-    assert parse_mask("topK_5_pos")[:2] == ("topK_5_pos", 0.05)
-    assert parse_mask("pos_thresh", tau=0.6) == ("pos_thresh_60", 0.05, 0.6)
-    assert parse_mask("topK_30", k=0.3)[:2] == ("topK_30", 0.3)
+def test_resolve_mask_name():
+    assert resolve_mask_name("minmax") == "minmax"
+    assert resolve_mask_name("topK_5_pos") == "topK_5_pos"
+    assert resolve_mask_name("pos_thresh", tau=0.6) == "pos_thresh_60"
+    assert resolve_mask_name("topK_30", k=0.3) == "topK_30"
+    assert resolve_mask_name("topK", k=0.255) == "topK_25.5"
+
+
+def test_native_mask_of_a_method_without_one_is_named(toy):
+    model, extractor, _, wav, _ = toy
+    with pytest.raises(ConfigError, match="native"):
+        explain_clip(model, extractor, wav, "saliency", "native")
 
 
 def test_bad_inputs_are_named(toy):

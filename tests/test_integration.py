@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, real_root
 
 ROOT = real_root()

@@ -149,3 +149,48 @@ def test_stratified_background_two_per_class():
     idx = stratified_background(labels, per_class=2, seed=0)
     assert len(idx) == 10 and np.bincount(labels[idx]).tolist() == [2] * 5
     assert (idx == stratified_background(labels, per_class=2, seed=0)).all()
+
+
+def test_one_factory_one_verb_for_every_method():
+    """Every method is built by make_method and answers attribute(x, target, seeds=...) with a map
+    shaped like x; options a method does not know are refused, not swallowed."""
+    from audiointerp.interpret import METHODS, has_native_mask
+
+    model = Linear()
+    x = torch.randn(2, 1, F_, T_)
+    for name in ("saliency", "gradcam", "shap"):
+        kw = {"background": torch.randn(4, 1, F_, T_), "shap_nsamples": 2} if name == "shap" else {}
+        m = make_method(name, model if name != "gradcam" else _cam_model(), **kw)
+        a = m.attribute(x, torch.tensor([0, 1]), seeds=[3, 4])
+        assert a.shape == x.shape and a.dtype == torch.float32 and not has_native_mask(m)
+        assert m.name == name and list(METHODS)[:3] == ["saliency", "gradcam", "shap"]
+    with pytest.raises(TypeError):
+        SaliencyMethod(model).attribute(x, 0, nsamples=4)  # no **kwargs that swallow typos
+    with pytest.raises(ConfigError, match="unknown method option 'nsamples'"):
+        make_method("shap", model, nsamples=4)
+    with pytest.raises(ConfigError, match="seeds has 1 entries"):
+        SHAPMethod(model, torch.randn(4, 1, F_, T_), nsamples=2).attribute(x, 0, seeds=[1])
+
+
+def _cam_model():
+    from audiointerp.models import CompactCNN
+
+    torch.manual_seed(0)
+    return CompactCNN(n_freq=F_, n_classes=3, channels=(2, 4, 4, 4)).eval()
+
+
+def test_shap_background_without_training_folds_is_one_error(tmp_path, synthetic_root):
+    import shutil
+
+    import pandas as pd
+
+    from audiointerp.errors import DatasetError
+    from audiointerp.interpret import shap_background
+    from audiointerp.processing import FeatureConfig
+
+    root = tmp_path / "esc"
+    shutil.copytree(synthetic_root, root)
+    meta = pd.read_csv(root / "meta" / "esc50.csv")
+    meta[meta["fold"] == 5].to_csv(root / "meta" / "esc50.csv", index=False)
+    with pytest.raises(DatasetError, match="training folds"):
+        shap_background(root, FeatureConfig(kind="mel", duration=1.0))

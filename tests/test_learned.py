@@ -8,11 +8,29 @@ import pytest
 import torch
 
 from audiointerp.errors import CheckpointError, ConfigError
-from audiointerp.learned import (HiddenMap, InterpreterData, L2IInterpreter, PIQInterpreter, energy_target,
-                                 fit_interpreter, load_interpreter, log1p_spectrogram, magnitude_features,
-                                 masked_audio, match_size, new_interpreter, save_interpreter, to_feature_grid)
+from audiointerp.learned import (
+    HiddenMap,
+    InterpreterData,
+    L2IInterpreter,
+    energy_target,
+    fit_interpreter,
+    load_interpreter,
+    match_size,
+    new_interpreter,
+    save_interpreter,
+)
+from audiointerp.masks import apply_log1p_mask
 from audiointerp.models import load_classifier
-from audiointerp.processing import FeatureConfig, features
+from audiointerp.processing import (
+    FeatureConfig,
+    features,
+    inverse_log1p_stft,
+    linear_to_feature_grid,
+    log1p_stft,
+    magnitude_to_features,
+)
+from audiointerp.provenance import file_sha256
+from audiointerp.scoring import explain
 
 CFG = FeatureConfig(kind="mel", duration=1.0)  # the toy classifier's features: 64 x 101, STFT 257 x 101
 
@@ -39,7 +57,7 @@ def _W(k=6, seed=0):
 
 def _data(toy):
     _, cfg, _, wav, hidden, logits = toy
-    return InterpreterData(hidden, logits, log1p_spectrogram(wav, cfg)[0])
+    return InterpreterData(hidden, logits, log1p_stft(wav, cfg)[0])
 
 
 def test_hidden_map_shape_and_hook_removed(toy):
@@ -133,7 +151,7 @@ def test_fidelity_term_applies_softmax_once():
                                          ("piq", ["mask", "codebook", "commitment"])])
 def test_a_few_steps_lower_each_loss(toy, kind, terms):
     _, cfg, _, wav, hidden, logits = toy
-    L = log1p_spectrogram(wav, cfg)[0]
+    L = log1p_stft(wav, cfg)[0]
     for term in ["total", *terms]:
         torch.manual_seed(0)
         net = new_interpreter(kind, cfg, hidden.shape[1:], 3, _W(), width=16)
@@ -152,7 +170,7 @@ def test_energy_target_thresholds_each_clip_at_its_own_max():
 
 
 def test_fit_keeps_the_best_validation_epoch_not_the_last(toy, monkeypatch):
-    import audiointerp.learned as learned
+    import audiointerp.learned.training as learned
 
     data = _data(toy)
     torch.manual_seed(0)
@@ -170,25 +188,27 @@ def test_fit_keeps_the_best_validation_epoch_not_the_last(toy, monkeypatch):
 
 def test_magnitude_features_and_masked_audio_match_the_feature_path(toy):
     _, cfg, x, wav, _, _ = toy
-    L, spec = log1p_spectrogram(wav, cfg)
+    L, spec = log1p_stft(wav, cfg)
     ones = torch.ones_like(L)
-    torch.testing.assert_close(magnitude_features(torch.expm1(L), cfg), x, atol=1e-3, rtol=1e-4)
-    audio = masked_audio(spec, ones, cfg, cfg.n_samples)
+    mag_in, mag_out = apply_log1p_mask(L, ones)
+    # compared in power relative to the peak (a bin far below it may move by a few hundredths of a dB)
+    p, q = 10 ** (magnitude_to_features(mag_in, cfg) / 10), 10 ** (x / 10)
+    assert ((p - q).abs() <= 1e-5 * q.flatten(1).amax(1).view(-1, 1, 1, 1)).all()
+    assert float(mag_out.abs().max()) == 0.0
+    audio = inverse_log1p_stft(ones * L, torch.angle(spec), cfg.n_samples, cfg)
     assert audio.shape == wav.shape
     torch.testing.assert_close(audio, wav, atol=1e-4, rtol=0)
-    assert float(masked_audio(spec, torch.zeros_like(L), cfg, cfg.n_samples).abs().max()) < 1e-6
+    assert float(inverse_log1p_stft(0 * L, torch.angle(spec), cfg.n_samples, cfg).abs().max()) < 1e-6
 
 
-def test_to_feature_grid_keeps_constants():
+def test_linear_to_feature_grid_keeps_constants():
     a = torch.full((2, 1, 257, 7), 0.3)
-    torch.testing.assert_close(to_feature_grid(a, CFG), torch.full((2, 1, 64, 7), 0.3))
-    assert to_feature_grid(a, FeatureConfig.stft_default()) is a
+    torch.testing.assert_close(linear_to_feature_grid(a, CFG), torch.full((2, 1, 64, 7), 0.3))
+    assert linear_to_feature_grid(a, FeatureConfig.stft_default()) is a
 
 
 def _save(tmp_path, toy, toy_checkpoint, kind, active: bool = False):
     """Save a seeded interpreter for the toy classifier (``active``: L2I activations >= 1 everywhere)."""
-    from audiointerp.runner import file_sha256
-
     _, cfg, _, _, hidden, _ = toy
     torch.manual_seed(1)
     net = new_interpreter(kind, cfg, hidden.shape[1:], 3, _W(), width=16)
@@ -210,11 +230,12 @@ def test_saved_interpreter_reloads_and_gives_the_same_masks(tmp_path, toy, toy_c
     target = logits.argmax(1)
     with torch.no_grad():
         want_mask, want_map = net.eval().explain(hidden, target)
-    method = make_method(kind, model, interpreter=path, classifier_checkpoint=toy_checkpoint, features=cfg)
-    native, attr = method.explain(x, target)
+    method = make_method(kind, model, interpreter=path, checkpoint=toy_checkpoint, features=cfg)
+    expl = explain(method, x, target)
+    native, attr = expl.native, expl.attribution
     torch.testing.assert_close(native[:, 0], want_mask)
     assert attr.shape == x.shape
-    torch.testing.assert_close(attr, to_feature_grid(want_map[:, None], cfg))
+    torch.testing.assert_close(attr, linear_to_feature_grid(want_map[:, None], cfg))
     torch.testing.assert_close(method.attribute(x, target), attr)
     torch.testing.assert_close(method.native_mask(x, target), native)
 
@@ -238,7 +259,7 @@ def test_bad_or_mismatched_checkpoints_give_one_clear_error(tmp_path, toy, toy_c
     other = tmp_path / "other_classifier.pt"
     other.write_bytes(toy_checkpoint.read_bytes() + b"\0")
     with pytest.raises(CheckpointError, match="was trained for classifier toy_mel"):
-        make_method("piq", model, interpreter=path, classifier_checkpoint=other)
+        make_method("piq", model, interpreter=path, checkpoint=other)
     with pytest.raises(CheckpointError, match="trained on features"):
         make_method("piq", model, interpreter=path, features=FeatureConfig(kind="mel"))
     broken = torch.load(path, weights_only=False)
@@ -278,7 +299,8 @@ def test_train_interpreter_freezes_the_classifier(tmp_path, esc50_env, toy_check
 def test_runner_scores_native_masks_with_their_own_synthesis(tmp_path, esc50_env, toy, toy_checkpoint):
     import pandas as pd
 
-    from audiointerp.runner import RunConfig, run, score_masks
+    from audiointerp.runner import RunConfig, run
+    from audiointerp.scoring import score_masks
 
     model, cfg, x, wav, _, logits = toy
     # all-ones native mask: x_in is the clip's own features, x_out silence (-100 dB)
@@ -308,24 +330,25 @@ def test_runner_scores_native_masks_with_their_own_synthesis(tmp_path, esc50_env
                   masks=["topK_30_pos"]), progress=False)
     out = build_tables(tmp_path / "r", tmp_path / "sup", n_resamples=20, figures=False)
     assert set(out["summary"].reset_index()["method"]) == {"saliency", "l2i"}
-    assert set(out["summary"]["n"]) == {3}  # 3 clips x 1 shared mask: native left out
+    assert set(out["summary"]["clips"]) == {3} and set(out["summary"]["masks"]) == {1}  # native left out
     native_md = (tmp_path / "sup" / "native_topK_30_pos_audio.md").read_text()
     assert "l2i (native)" in native_md and "saliency" in native_md
 
 
 def test_explain_clip_scores_a_native_mask_like_the_runner(tmp_path, toy, toy_checkpoint):
-    from audiointerp.explore import explain_clip, make_explainer
+    from audiointerp.explore import explain_clip
+    from audiointerp.interpret import make_method
 
     model, cfg, _, wav, _, _ = toy
     _, path = _save(tmp_path, toy, toy_checkpoint, "piq")
     with pytest.raises(ConfigError, match="checkpoint= or its interpreter="):
-        make_explainer("piq", model, cfg)
-    explainer = make_explainer("piq", model, cfg, interpreter=path, checkpoint=toy_checkpoint)
+        make_method("piq", model, features=cfg)
+    explainer = make_method("piq", model, features=cfg, interpreter=path, checkpoint=toy_checkpoint)
     extractor = load_classifier(toy_checkpoint)[1]
     e = explain_clip(model, extractor, wav[0], "piq", mask="native", explainer=explainer)
     assert e.mask.shape == (1, 64, cfg.n_frames) and float(e.mask.min()) >= 0 and float(e.mask.max()) <= 1
     assert set(e.scores) == {"spectrogram", "audio"} and e.audio_in.shape == (cfg.n_samples,)
-    with pytest.raises(ConfigError, match="learned methods"):
+    with pytest.raises(ConfigError, match="mask of their own"):
         explain_clip(model, extractor, wav[0], "saliency", mask="native")
 
 

@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from audiointerp.errors import ConfigError
-from audiointerp.masks import (MASK_NAMES, apply_mask, make_masks, mask_names, minmax, minmax_pos, pos_threshold,
-                               top_k, top_k_pos)
+from audiointerp.masks import (
+    MASK_NAMES,
+    apply_mask,
+    make_masks,
+    mask_names,
+    minmax,
+    minmax_pos,
+    pos_threshold,
+    top_k,
+    top_k_pos,
+)
 
 A = torch.tensor([[[[-2.0, -1.0, 0.0, 1.0, 3.0]]]])  # [1, 1, 1, 5]
 
@@ -89,13 +98,33 @@ def test_parameters_are_arguments():
 
 @pytest.mark.parametrize("call", [lambda: top_k(A, 0.0), lambda: top_k_pos(A, 1.5), lambda: pos_threshold(A, -0.1)])
 def test_bad_parameters_quote_the_value(call):
-    with pytest.raises(ConfigError, match="must be in"):
+    with pytest.raises(ConfigError, match="must be a fraction in"):
         call()
 
 
 def test_unknown_mask_lists_valid_names():
     with pytest.raises(ConfigError, match="topK_5_pos"):
-        make_masks(A, names=["topK_7"])
+        make_masks(A, names=["blur"])
+    # a name carries its own fraction
+    assert torch.equal(make_masks(A, names=["topK_40"])["topK_40"], top_k(A, 0.4))
+
+
+def test_mask_names_parse_and_never_collide():
+    from audiointerp.masks import mask_name, parse_mask_name
+
+    assert parse_mask_name("topK_5_pos") == ("topK_pos", 0.05)
+    assert parse_mask_name("pos_thresh_50") == ("pos_thresh", 0.5) and parse_mask_name("minmax") == ("minmax", None)
+    assert parse_mask_name("topK_30.1") == ("topK", pytest.approx(0.301))
+    assert mask_name("topK_pos", 0.001) == "topK_0.1_pos" and mask_name("pos_thresh", 0.25) == "pos_thresh_25"
+    for family, v in [("topK", 0.05), ("topK", 0.123), ("topK_pos", 0.5), ("pos_thresh", 0.75)]:
+        assert parse_mask_name(mask_name(family, v)) == (family, pytest.approx(v))  # round trip
+    assert mask_names((0.3, 0.301), (0.5,))[3:5] == ["topK_30", "topK_30.1"]
+    for bad, word in [((0.3, 0.30000001), "share the mask name"), ((0.3, 0.3), "twice"), ((), "at least one")]:
+        with pytest.raises(ConfigError, match=word):
+            mask_names(bad)
+    for bad in ("topK_0", "topK_150", "pos_thresh_5_pos", "topK_x"):
+        with pytest.raises(ConfigError):
+            parse_mask_name(bad)
 
 
 def test_apply_mask_exact_identities():

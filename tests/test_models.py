@@ -17,9 +17,18 @@ import torch.nn as nn
 
 from audiointerp import models
 from audiointerp.errors import CheckpointError, ConfigError
-from audiointerp.models import (PANNS_CNN14_16K, CompactCNN, Cnn14, ConvBlock, build_model,
-                                download_panns_cnn14, load_classifier, load_panns_cnn14,
-                                read_checkpoint, save_checkpoint)
+from audiointerp.models import (
+    PANNS_CNN14_16K,
+    Cnn14,
+    CompactCNN,
+    ConvBlock,
+    build_model,
+    download_panns_cnn14,
+    load_classifier,
+    load_panns_cnn14,
+    read_checkpoint,
+    save_checkpoint,
+)
 from audiointerp.processing import FeatureConfig, FeatureExtractor
 
 SMALL = dict(n_freq=64, n_classes=50, channels=(4, 8, 8, 8))

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from audiointerp.errors import CheckpointError, ConfigError
-from audiointerp.nmf import NMFDictionary, learn_dictionary, log1p_magnitude
-from audiointerp.processing import FeatureConfig
+from audiointerp.nmf import NMFDictionary, learn_dictionary
+from audiointerp.processing import FeatureConfig, log1p_stft
 
 CFG = FeatureConfig(kind="stft", duration=1.0)  # 16 kHz, n_fft 512: 257 bins
 F = CFG.n_fft // 2 + 1
@@ -72,11 +72,11 @@ def test_bad_frames_are_clear_errors():
         learn_dictionary(torch.rand(50, F), CFG, n_components=0)
 
 
-def test_log1p_magnitude_shapes():
+def test_log1p_stft_shapes():
     wav = torch.randn(2, CFG.n_samples) * 0.1
-    L = log1p_magnitude(wav, CFG)
+    L = log1p_stft(wav, CFG)[0]
     assert L.shape == (2, F, CFG.n_frames) and (L >= 0).all()
-    assert torch.allclose(log1p_magnitude(wav[0], CFG), L[:1])
+    assert torch.allclose(log1p_stft(wav[0], CFG)[0], L[:1])
 
 
 @pytest.mark.slow

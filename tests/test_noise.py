@@ -9,9 +9,21 @@ import soundfile as sf
 import torch
 
 from audiointerp.errors import AudioFileError, ConfigError
-from audiointerp.noise import (CONDITIONS, GENERATED, NOISE_FILES, NoiseSpec, alpha_from_snr, generate_noise,
-                               load_noise, mix, mixing_alpha, noise_path, snr_db, snr_from_alpha,
-                               write_generated_noises)
+from audiointerp.noise import (
+    CONDITIONS,
+    GENERATED,
+    NOISE_FILES,
+    NoiseSpec,
+    alpha_from_snr,
+    generate_noise,
+    load_noise,
+    mix,
+    mixing_alpha,
+    noise_path,
+    snr_db,
+    snr_from_alpha,
+    write_generated_noises,
+)
 
 
 def _sig(n=16000, seed=0, f=440.0):
@@ -145,3 +157,57 @@ def test_real_noises_mix_at_the_requested_snr(name):
     assert abs(float(snr_db(c, n)) - 3.0) < 0.01
     assert torch.allclose(spec.apply(clip[None], 16000)[0], c + n, atol=1e-6)
     assert spec.describe()["sha256"] and spec.describe()["snr_db_used"] == pytest.approx(3.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# NoiseSpec.validate refuses what would be silently wrong or ignored.
+
+@pytest.fixture
+def noise_file(tmp_path):
+    path = tmp_path / "hum.wav"
+    sf.write(path, (0.3 * np.sin(np.arange(16000) / 7)).astype(np.float32), 16000)
+    return str(path)
+
+
+@pytest.mark.parametrize("offset, word", [(float("nan"), "nan"), (float("inf"), "inf"), (-float("inf"), "-inf"),
+                                          (-0.5, "-0.5"), ("1", "'1'"), (None, "None"), (True, "True")])
+def test_bad_offsets_are_refused(noise_file, offset, word):
+    with pytest.raises(ConfigError, match="offset") as err:
+        NoiseSpec(noise_file, offset=offset).validate()
+    assert word in str(err.value)
+
+
+def test_good_offsets_pass(noise_file):
+    assert NoiseSpec(noise_file, offset=0).validate().offset == 0
+    assert NoiseSpec(noise_file, offset=0.5).validate().offset == 0.5
+    assert NoiseSpec(noise_file, offset=np.float64(0.25)).validate().offset == 0.25
+
+
+@pytest.mark.parametrize("kw, word", [({"alpha": 0.8}, "alpha=0.8"), ({"snr_db": 3.0}, "snr_db=3.0"),
+                                      ({"alpha": 0.6}, "alpha=0.6"), ({"offset": 1.5}, "offset=1.5"),
+                                      ({"offset": float("nan")}, "nan")])
+def test_levels_with_the_clean_condition_are_refused(kw, word):
+    with pytest.raises(ConfigError) as err:
+        NoiseSpec("clean", **kw).validate()
+    assert word in str(err.value)
+    if "offset" not in kw or kw["offset"] == kw["offset"]:
+        assert "clean" in str(err.value)
+
+
+def test_clean_without_levels_passes():
+    assert NoiseSpec().validate().is_clean and NoiseSpec("clean", offset=0).validate().label == "clean"
+
+
+def test_generated_noise_falls_back_to_the_settings_cache(tmp_path, monkeypatch):
+    """When the repository's noises/ cannot be written, the generated noises go to
+    settings.cache_dir()/noises (AUDIOINTERP_CACHE)."""
+    from audiointerp import noise as noise_mod
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder would be")
+    monkeypatch.setattr(noise_mod, "REPO_NOISES", blocker / "noises")
+    monkeypatch.setenv("AUDIOINTERP_CACHE", str(tmp_path / "cache"))
+    path = noise_path("pink")
+    assert path == tmp_path / "cache" / "noises" / GENERATED["pink"][1] and path.is_file()
+    assert noise_path("pink") == path  # found there next time, not rewritten
+    assert noise_mod.generated_noise_dirs()[1] == tmp_path / "cache" / "noises"

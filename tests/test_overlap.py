@@ -12,8 +12,17 @@ import pytest
 import torch
 
 from audiointerp.errors import ConfigError
-from audiointerp.overlap import (PAIR_COLUMNS, SUMMARY_COLUMNS, dominance, match_scores, mix_pair, overlap_pairs,
-                                 overlap_test, summary_table, write_overlap)
+from audiointerp.overlap import (
+    PAIR_COLUMNS,
+    SUMMARY_COLUMNS,
+    dominance,
+    match_scores,
+    mix_pair,
+    overlap_pairs,
+    overlap_test,
+    summary_table,
+    write_overlap,
+)
 from audiointerp.processing import FeatureConfig, mel_filterbank
 
 CFG = FeatureConfig(kind="mel", duration=1.0)

@@ -5,14 +5,26 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from audiointerp.errors import ConfigError, ResultsError
 from audiointerp.metrics import METRIC_NAMES
 from audiointerp.tables import (
-    accuracy_table, best_rows, bootstrap_ci, build_tables, condition_method_table, correct_incorrect_table,
-    correct_incorrect_tables, domain_table, load_results, mean_table, to_latex, to_markdown,
+    accuracy_table,
+    best_rows,
+    bootstrap_ci,
+    build_tables,
+    cell_table,
+    condition_method_table,
+    correct_incorrect_table,
+    correct_incorrect_tables,
+    domain_table,
+    load_results,
+    mean_table,
+    run_table,
+    to_latex,
+    to_markdown,
 )
-from conftest import REPO
 
 OLD_COLUMNS = ["sample", "filename", "label", "pred", "is_correct", *METRIC_NAMES]
 COLUMNS = ["sample", "filename", "label", "pred", "is_correct", "domain", "recon_snr_db", *METRIC_NAMES]
@@ -75,7 +87,7 @@ def test_load_and_means(tmp_path):
     t = mean_table(df[df["method"] == "gradcam"], "mask")
     assert list(t.index) == ["minmax", "bin"]  # the standard mask order, not alphabetical
     assert t.loc["bin", "FF"] == pytest.approx(0.35) and t.loc["minmax", "AI"] == pytest.approx(25.0)
-    assert t.loc["minmax", "AD"] == pytest.approx(3 + 1.5) and t.loc["minmax", "n"] == 4
+    assert t.loc["minmax", "AD"] == pytest.approx(3 + 1.5) and t.loc["minmax", "clips"] == 4
 
 
 def test_best_respects_direction(tmp_path):
@@ -97,7 +109,7 @@ def test_correct_vs_incorrect(tmp_path):
     assert t.loc[("saliency", "minmax"), ("correct", "FidIn")] == 1.0
     assert t.loc[("saliency", "minmax"), ("incorrect", "FidIn")] == 0.0
     assert t.loc[("saliency", "minmax"), ("incorrect", "AD")] == pytest.approx(4.0)
-    assert t.loc[("saliency", "minmax"), ("correct", "n")] == 3
+    assert t.loc[("saliency", "minmax"), ("correct", "clips")] == 3
     assert t.loc[("saliency", "minmax"), ("correct", "AD lo")] <= 2.0 <= t.loc[("saliency", "minmax"), ("correct", "AD hi")]
 
 
@@ -180,7 +192,7 @@ def test_condition_method_table_values(tmp_path):
     row = t.loc[("m", WHITE, "gradcam")]
     assert row["FF"] == pytest.approx(0.3 + 0.05 + 0.2 - 0.1)
     assert row["FF lo"] == row["FF"] == row["FF hi"]  # constant over clips: zero-width CI
-    assert row["AD"] == pytest.approx(4.5) and row["AG"] == pytest.approx(2.5) and row["n"] == 4
+    assert row["AD"] == pytest.approx(4.5) and row["AG"] == pytest.approx(2.5) and row["clips"] == 4
     _, lo, hi = bootstrap_ci([3.0, 4.0, 5.0, 6.0], seed=0)  # the group's own bootstrap
     assert (row["AD lo"], row["AD hi"]) == pytest.approx((lo, hi))
     md = to_markdown(t, best_within=["model", "condition"])  # best method of each condition
@@ -213,7 +225,7 @@ def test_correct_incorrect_every_condition(tmp_path):
                           ("m", WHITE, "spectrogram"), ("m", WHITE, "audio")]
     t = tabs[("m", WHITE, "spectrogram")]
     assert t.loc[("gradcam", "bin"), ("correct", "AD")] == pytest.approx(3.5)  # clips 0, 1
-    assert t.loc[("gradcam", "bin"), ("incorrect", "n")] == 2
+    assert t.loc[("gradcam", "bin"), ("incorrect", "clips")] == 2
 
 
 def test_accuracy_table_reads_run_json(tmp_path):
@@ -221,7 +233,7 @@ def test_accuracy_table_reads_run_json(tmp_path):
     t = accuracy_table(tmp_path)
     assert list(t.index) == [("m", "clean"), ("m", WHITE)]
     assert t.loc[("m", "clean"), "accuracy"] == 0.75 and t.loc[("m", WHITE), "accuracy"] == 0.5
-    assert t.loc[("m", "clean"), "n"] == 4 and t.loc[("m", "clean"), "source"] == "run.json"
+    assert t.loc[("m", "clean"), "clips"] == 4 and t.loc[("m", "clean"), "source"] == "run.json"
     assert (t.loc[("m", "clean"), "accuracy lo"], t.loc[("m", "clean"), "accuracy hi"]) == pytest.approx(
         bootstrap_ci([1.0, 1.0, 1.0, 0.0])[1:])
     assert t.loc[("m", WHITE), "recon_snr_db"] == pytest.approx(11.5)  # dB, one value per clip
@@ -263,7 +275,7 @@ def test_build_exports(tmp_path):
     for png in out["figures"]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv = pd.read_csv(sup / "summary.csv")
-    assert {"FF ↑", "FF lo", "FF hi", "COMP ↓", "n"} <= set(csv.columns)
+    assert {"FF ↑", "FF lo", "FF hi", "COMP ↓", "clips", "masks", "clip_set"} <= set(csv.columns)
     assert "spectrogram FF ↑" in pd.read_csv(sup / f"domains_m_{WHITE}.csv").columns
     assert r"\textbf" in (sup / "conditions_bin_audio.tex").read_text()
     index = (sup / "tables.md").read_text()
@@ -343,7 +355,201 @@ def test_build_from_old_results_without_run_json(tmp_path):
     write_fake_results(tmp_path / "res")
     out = build_tables(tmp_path / "res", tmp_path / "sup", mask="bin", n_resamples=100)
     acc = out["accuracy"].loc[("m", "clean")]
-    assert acc["accuracy"] == 0.75 and acc["n"] == 4 and acc["source"] == "csv" and np.isnan(acc["recon_snr_db"])
+    assert acc["accuracy"] == 0.75 and acc["clips"] == 4 and acc["source"] == "csv" and np.isnan(acc["recon_snr_db"])
     assert list(out["conditions"]) == ["spectrogram"]
     assert list(out["domains"][("m", "clean")].columns.get_level_values(0).unique()) == ["spectrogram"]
     assert {p.name for p in out["figures"]} == {"conditions_bin_m_spectrogram.png", "accuracy.png"}
+
+
+# --------------------------------------------------------------------------- validated reading, counts, clip sets
+
+def _row(s, dom="spectrogram", digest=None, **metrics):
+    """One row of a new-schema results CSV (clip s of fold 5; every metric 1.0 unless given)."""
+    row = {"sample": s, "filename": f"5-{s}-A-0.wav", "clip_digest": f"{s:016x}" if digest is None else digest,
+           "label": 0, "pred": 0, "is_correct": 1, "domain": dom, "recon_snr_db": 20.0}
+    return {**row, **{m: 1.0 for m in METRIC_NAMES}, **metrics}
+
+
+def _run(root, method, rows_by_mask, model="m", cond="clean", info=None):
+    """A run folder with run.json and one CSV per mask, written by the runner's writer."""
+    from audiointerp.results_io import write_log
+
+    run = root / model / f"{method}_{cond}"
+    (run / "csvs").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps(info if info is not None else
+                                             {"method": method, "condition": cond, "accuracy": {cond: 1.0},
+                                              "n_clips_fold": 4, "key": {"fold": 5}}))
+    for mask, rows in rows_by_mask.items():
+        write_log(run / "csvs" / f"{mask}.csv", rows)
+    return run
+
+
+def test_duplicate_rows_are_dropped_not_double_counted(tmp_path):
+    run = _run(tmp_path, "saliency", {"bin": [_row(s, AD=10.0 * (s + 1)) for s in range(2)]})
+    with open(run / "csvs" / "bin.csv", "a") as f:  # a resumed run logged clip 0 again (other value)
+        f.write(run.joinpath("csvs", "bin.csv").read_text().splitlines()[1].replace(",10,", ",99,") + "\n")
+    with pytest.warns(UserWarning, match=r"bin\.csv: 0 torn last line, 1 duplicate row"):
+        df = load_results(tmp_path)
+    assert len(df) == 2 and list(df["AD"]) == [10.0, 20.0]  # the first copy kept
+    t = mean_table(df, "method")
+    assert t.loc["saliency", "clips"] == 2 and t.loc["saliency", "AD"] == 15.0
+
+
+def test_torn_last_line_is_dropped(tmp_path):
+    run = _run(tmp_path, "saliency", {"bin": [_row(0, AD=10.0), _row(1, AD=30.0)]})
+    path = run / "csvs" / "bin.csv"
+    path.write_text(path.read_text() + "2,5-2-A-0.wav,0000000000000002,0,0,1,spectrogram,20,1,1,64.")  # cut short
+    with pytest.warns(UserWarning, match=r"bin\.csv: 1 torn last line, 0 duplicate"):
+        df = load_results(tmp_path)
+    assert sorted(df["sample"]) == [0, 1] and df["AD"].mean() == 20.0
+
+
+def test_empty_and_header_only_csvs_give_no_rows_and_a_warning(tmp_path):
+    from audiointerp.results_io import CSV_COLUMNS
+
+    run = _run(tmp_path, "saliency", {"bin": [_row(0), _row(1)]})
+    (run / "csvs" / "minmax.csv").write_text("")  # 0 bytes
+    (run / "csvs" / "sigmoid.csv").write_text(",".join(CSV_COLUMNS) + "\n")  # header only
+    with pytest.warns(UserWarning, match=r"2 results file\(s\).*hold no rows.*minmax\.csv.*sigmoid\.csv"):
+        df = load_results(tmp_path)
+    assert set(df["mask"]) == {"bin"} and len(df) == 2
+    (run / "csvs" / "bin.csv").write_text("")
+    with pytest.warns(UserWarning, match="hold no rows"), pytest.raises(ResultsError, match="no results found"):
+        load_results(tmp_path)
+
+
+def test_non_numeric_value_is_one_clear_error(tmp_path):
+    run = _run(tmp_path, "saliency", {"bin": [_row(0), _row(1)]})
+    path = run / "csvs" / "bin.csv"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace(",spectrogram,20.0,", ",spectrogram,oops,")  # recon_snr_db of clip 1
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ResultsError, match=r"bin\.csv, line 3: recon_snr_db = 'oops' is not a number"):
+        load_results(tmp_path)
+    path.write_text("\n".join(lines[:2] + ["1,5-1-A-0.wav,0,0"]) + "\n")  # a malformed line
+    with pytest.raises(ResultsError, match=r"bin\.csv, line 3: 4 fields"):
+        build_tables(tmp_path, tmp_path / "sup", mask="bin", figures=False)
+
+
+def test_damaged_run_json_is_one_clear_error(tmp_path):
+    run = _run(tmp_path, "saliency", {"bin": [_row(0)]})
+    (run / "run.json").write_text('{"method": "saliency", "accur')  # torn write
+    for call in (load_results, accuracy_table):
+        with pytest.raises(ResultsError, match=r"saliency_clean/run\.json is damaged"):
+            call(tmp_path)
+
+
+def test_legacy_csv_without_clip_digest_loads_beside_new_ones(tmp_path):
+    write_grid(tmp_path)  # legacy header: no clip_digest
+    _run(tmp_path, "shap", {"bin": [_row(s) for s in range(4)]})
+    df = load_results(tmp_path)
+    legacy, new = df[df["method"] != "shap"], df[df["method"] == "shap"]
+    assert (legacy["clip_digest"] == "").all() and new["clip_digest"].str.len().eq(16).all()
+    cells = cell_table(df[df["mask"] == "bin"], n_resamples=0)
+    sets = cells.reset_index().groupby("method")["clip_set"].unique()
+    assert len(sets["saliency"]) == 1 and list(sets["saliency"]) == list(sets["gradcam"])
+    assert sets["shap"][0] != sets["saliency"][0]  # same names, but only the new logs carry digests
+
+
+def test_counts_of_a_two_clip_run(tmp_path):
+    for method in ("saliency", "gradcam"):
+        _run(tmp_path, method, {mask: [_row(s, dom) for s in range(2) for dom in ("spectrogram", "audio")]
+                                for mask in ("minmax", "bin", "topK_30_pos")})
+    out = build_tables(tmp_path, tmp_path / "sup", n_resamples=50, figures=False)
+    s = out["summary"]
+    assert list(s.columns[-3:]) == ["clips", "masks", "clip_set"] and "n" not in s
+    assert set(s["clips"]) == {2} and set(s["masks"]) == {3}  # not 2 x 3 x ... rows
+    assert set(out["cells"]["clips"]) == {2} and "masks" not in out["cells"]
+    assert out["cells"]["clip_set"].nunique() == 1
+    assert set(out["accuracy"]["recon_snr_db clips"]) == {2} and set(out["accuracy"]["clips"]) == {4}
+    md = (tmp_path / "sup" / "summary.md").read_text()
+    assert "| clips | masks |" in md and "clip_set" not in md and "| 2 | 3 |" in md
+    assert "clip_set" in pd.read_csv(tmp_path / "sup" / "summary.csv").columns
+    t = mean_table(out["data"], "method")  # rows over masks and domains say so
+    assert list(t.columns[-4:]) == ["clips", "domains", "masks", "clip_set"]
+    assert t.loc["gradcam", ["clips", "domains", "masks"]].tolist() == [2, 2, 3]
+
+
+def test_no_best_value_across_different_clip_sets(tmp_path):
+    _run(tmp_path, "saliency", {"bin": [_row(s, FF=0.1) for s in range(2)]})  # 2 clips
+    _run(tmp_path, "gradcam", {"bin": [_row(s, FF=0.3) for s in range(4)]})  # 4 clips
+    _run(tmp_path, "shap", {"bin": [_row(s, FF=0.2) for s in range(4)]}, cond="white")  # alone in its group
+    out = build_tables(tmp_path, tmp_path / "sup", mask="bin", n_resamples=50, figures=False)
+    s = out["summary"]
+    assert s.loc[("m", "clean", "spectrogram", "saliency"), "clips"] == 2
+    md = to_markdown(s, best_within=["model", "condition", "domain"])
+    clean = [line for line in md.splitlines() if "| clean |" in line]
+    assert clean and not any("**" in line for line in clean) and all(" † |" in line for line in clean)
+    white = next(line for line in md.splitlines() if "| white |" in line)
+    assert "**0.200**" in white and "†" not in white
+    assert "† clip sets differ within model m, condition clean, domain spectrogram: no best value marked" in md
+    assert best_rows(s, ["model", "condition", "domain"])["FF"] == [("m", "white", "spectrogram", "shap")]
+    assert "FF" not in best_rows(s)  # the whole column: clip sets differ
+    tex = to_latex(s, best_within=["model", "condition", "domain"])
+    assert r"saliency $^\dagger$" in tex and r"clip sets differ within model m, condition clean" in tex
+    assert tex.count(r"\textbf") == 7  # the white row only: one bold per metric
+    for name in ("summary.md", "conditions_bin_spectrogram.md", "tables.md"):
+        assert "clip sets differ within" in (tmp_path / "sup" / name).read_text(), name
+    assert r"$^\dagger$" in (tmp_path / "sup" / "summary.tex").read_text()
+
+
+def test_tied_best_values_are_all_bold(tmp_path):
+    _run(tmp_path, "saliency", {"bin": [_row(s, FF=0.5001, AD=10.0) for s in range(2)]})
+    _run(tmp_path, "gradcam", {"bin": [_row(s, FF=0.4996, AD=10.0) for s in range(2)]})  # FF shows as 0.500 too
+    _run(tmp_path, "shap", {"bin": [_row(s, FF=0.2, AD=10.04) for s in range(2)]})  # AD shows as 10.0 too
+    t = mean_table(load_results(tmp_path), ["condition", "method"], n_resamples=0).droplevel("condition")
+    md = to_markdown(t)
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in md.splitlines()[2:]}
+    assert rows["saliency"][1] == rows["gradcam"][1] == "**0.500**" and rows["shap"][1] == "0.200"
+    # every row shows AD 10.0: no row is better, none is bold
+    assert rows["saliency"][3] == rows["gradcam"][3] == rows["shap"][3] == "10.0"
+    assert best_rows(t)["FF"] == "saliency"  # the first of the tied rows
+    t2 = mean_table(load_results(tmp_path), ["condition", "method"], n_resamples=0)
+    assert best_rows(t2, within="condition")["FF"] == [("clean", "saliency"), ("clean", "gradcam")]
+    assert to_latex(t).count(r"\textbf{0.500}") == 2
+
+
+def test_build_refuses_to_overwrite_an_earlier_build(tmp_path):
+    write_grid(tmp_path / "res")
+    build_tables(tmp_path / "res", tmp_path / "sup", mask="bin", n_resamples=20, figures=False)
+    (tmp_path / "sup" / "notes.md").write_text("mine")
+    before = (tmp_path / "sup" / "summary.md").stat().st_mtime_ns
+    with pytest.raises(ResultsError, match=r"already holds tables from an earlier build \(tables\.md.*overwrite=True"):
+        build_tables(tmp_path / "res", tmp_path / "sup", mask="bin", n_resamples=20, figures=False)
+    assert (tmp_path / "sup" / "summary.md").stat().st_mtime_ns == before  # nothing written
+    build_tables(tmp_path / "res", tmp_path / "sup", mask="bin", n_resamples=20, figures=False, overwrite=True)
+    assert (tmp_path / "sup" / "notes.md").read_text() == "mine"
+
+
+def test_lower_layers_do_not_import_tables():
+    import subprocess
+    import sys
+
+    code = ("import sys, audiointerp.stats, audiointerp.render, audiointerp.figures; "
+            "assert 'audiointerp.tables' not in sys.modules, 'tables imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    import audiointerp.tables as tables
+    from audiointerp import figures, render, stats
+
+    assert tables.bootstrap_ci is stats.bootstrap_ci and tables.to_markdown is render.to_markdown
+    assert tables.plot_domains is figures.plot_domains
+    for name in ("bootstrap_ci", "to_markdown", "to_latex", "with_arrows", "best_rows", "CI_LO", "CI_HI",
+                 "METHOD_ORDER", "load_results", "run_table", "mean_table", "cell_table", "summary_table"):
+        assert name in tables.__all__ and hasattr(tables, name)
+
+
+def test_skipped_clips_give_their_run_its_own_clip_set(tmp_path):
+    rows = {"bin": [_row(s) for s in range(2)]}
+    _run(tmp_path, "saliency", rows)
+    _run(tmp_path, "saliency", rows, cond="white", info={"method": "saliency", "condition": "white",
+                                                          "accuracy": {"white": 0.5}, "n_clips_fold": 4,
+                                                          "key": {"fold": 5}, "skipped_clips": ["5-9-A-0.wav"]})
+    runs = run_table(tmp_path).set_index("condition")
+    assert runs.loc["white", "skipped_clips"] == 1 and runs.loc["clean", "skipped_clips"] == 0
+    acc = accuracy_table(tmp_path, n_resamples=20)
+    assert acc.loc[("m", "clean"), "clip_set"] != acc.loc[("m", "white"), "clip_set"]
+    assert acc["recon_snr_db clip_set"].nunique() == 1  # the logged clips are the same
+    md = to_markdown(acc, best_within="model")
+    assert "**1.000**" not in md  # accuracies not compared; the SNRs are (and tie: none bold)
+    assert "(recon_snr_db)" not in md
+    assert "clip sets differ within model m (accuracy): no best value marked" in md
