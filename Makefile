@@ -14,7 +14,7 @@ METHODS ?= saliency,gradcam,shap,piq,l2i
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments reproduce grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
+.PHONY: venv experiments reproduce grid grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -32,18 +32,25 @@ experiments: venv
 		$(if $(LIMIT),-p limit $(LIMIT),)
 	$(MAKE) --no-print-directory tables
 
-# The full grid: (model:condition) cells, each with Saliency, Grad-CAM and SHAP, 14 masks, both domains
-# (spectrogram and re-synthesised audio), all 400 fold-5 clips; one notebook, one papermill run per cell.
-# Resumable: re-running skips finished clips. Then the tables and the time per cell.
+# The full grid: (model:condition) cells, each with METHODS, 14 masks, both domains (spectrogram and
+# re-synthesised audio), all 400 fold-5 clips, as tasks of (cell, method, SHARD clips) on Dask
+# (python -m audiointerp grid; docs/grid.md). SCHEDULER=local starts a LocalCluster of WORKERS
+# single-threaded worker processes (default: one per core); SCHEDULER=tcp://host:8786 uses a running
+# cluster. Resumable: finished shards and run folders are skipped. Exit status 2 lists failed tasks.
 GRID ?= compact_mel:clean compact_mel:white compact_mel:room compact_mel:horse compact_stft:clean
-reproduce: venv
-	mkdir -p $(NB_OUT)
-	set -e; for cell in $(GRID); do model=$${cell%%:*}; cond=$${cell#*:}; \
-		echo "== $$model x $$cond"; \
-		$(PY) -m papermill --cwd notebooks notebooks/experiments.ipynb $(NB_OUT)/experiments_$${model}_$${cond}.ipynb \
-			-p checkpoint ../weights/$$model.pt -p condition $$cond -p methods $(METHODS) -p results ../results \
-			$(if $(LIMIT),-p limit $(LIMIT),); \
-	done
+SCHEDULER ?= local
+WORKERS ?=
+SHARD ?=
+comma := ,
+empty :=
+space := $(empty) $(empty)
+GRID_CELLS = $(subst $(space),$(comma),$(foreach c,$(GRID),weights/$(word 1,$(subst :, ,$(c))).pt:$(word 2,$(subst :, ,$(c)))))
+grid: venv
+	$(PY) -m audiointerp grid --cells $(GRID_CELLS) --methods $(METHODS) --scheduler $(SCHEDULER) \
+		$(if $(WORKERS),--workers $(WORKERS),) $(if $(SHARD),--shard $(SHARD),) $(if $(LIMIT),--limit $(LIMIT),)
+
+# The grid, then the tables and the time per cell.
+reproduce: grid
 	$(MAKE) --no-print-directory tables
 	$(MAKE) --no-print-directory grid-report
 
@@ -93,7 +100,7 @@ cross-validation: venv
 
 # NMF dictionary, L2I and PIQ for a classifier (MODEL=compact_mel or compact_stft): notebooks/train_*.ipynb.
 MODEL ?= compact_mel
-train-nmf train-l2i train-piq: train-%: venv
+train-nmf train-l2i train-piq train-lmac: train-%: venv
 	mkdir -p $(NB_OUT)
 	$(PY) -m papermill --cwd notebooks notebooks/train_$*.ipynb $(NB_OUT)/train_$*_$(MODEL).ipynb \
 		-p checkpoint ../weights/$(MODEL).pt -p out ../weights/$*_$(MODEL).pt

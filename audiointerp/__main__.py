@@ -1,8 +1,8 @@
-"""Command line: ``python -m audiointerp train|evaluate|run|tables|data ...``.
+"""Command line: ``python -m audiointerp train|evaluate|run|grid|tables|data ...``.
 
-The options of ``train`` and ``run`` are derived from the fields of
-:class:`audiointerp.fit.TrainConfig` and :class:`audiointerp.runner.RunConfig`
-(:mod:`audiointerp.config`): the help shows each default and the valid values. User errors
+The options of ``train``, ``run`` and ``grid`` are derived from the fields of
+:class:`audiointerp.fit.TrainConfig`, :class:`audiointerp.runner.RunConfig` and
+:class:`audiointerp.grid.GridConfig` (:mod:`audiointerp.config`): the help shows each default and the valid values. User errors
 (bad paths, unknown names, mismatched checkpoints, another run's folder) print one line
 ``audiointerp: error: ...`` and exit with status 2; no traceback.
 """
@@ -29,8 +29,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of the command line (sub-commands train, evaluate, run, tables, data)."""
+    """The argparse parser of the command line (sub-commands train, evaluate, run, grid, tables, data)."""
     from .fit import TrainConfig
+    from .grid import GridConfig
     from .runner import RunConfig
     from .settings import environment_help
 
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = command("run", "explain, mask and score a fold; per-clip logs to --results (resumable)")
     add_options(r, RunConfig)
+
+    g = command("grid", "the experiment grid (cells x methods) on Dask: sharded, resumable; the logs of `run` "
+                        "(exit status 2 when tasks failed, listing them)")
+    add_options(g, GridConfig)
 
     tb = command("tables", "rebuild the tables and figures from the logs in --results")
     tb.add_argument("--results", default="results", help="results folder [default: results]")
@@ -113,6 +118,12 @@ def _dispatch(args) -> int:
 
         s = run(from_options(RunConfig, args))
         print(json.dumps(s, indent=2))
+    elif args.command == "grid":
+        from .grid import GridConfig, run_grid
+
+        result = run_grid(from_options(GridConfig, args), progress=None)
+        print(json.dumps(result.summary(), indent=2))
+        result.raise_for_failures()
     elif args.command == "tables":
         from .tables import build_tables
 

@@ -51,6 +51,23 @@ def csv_ints(s: str) -> tuple[int, ...]:
     return _csv_numbers(s, int, "1,2,3")
 
 
+def json_object(s: str) -> dict:
+    """A JSON object from the command line: ``'{"a": 1}' -> {"a": 1}``.
+
+    Raises:
+        ConfigError: text that is not a JSON object (quoted, with the parser's reason).
+    """
+    import json
+
+    try:
+        obj = json.loads(s)
+    except ValueError as exc:
+        raise ConfigError(f"{s!r} is not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{s!r} is not a JSON object {{...}}")
+    return obj
+
+
 def key_values(s: str) -> dict:
     """``"piq=a.pt,l2i=b.pt" -> {"piq": "a.pt", "l2i": "b.pt"}``.
 

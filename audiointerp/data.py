@@ -10,9 +10,12 @@ official release with :func:`download_esc50` for users with internet.
 
 What is read is checked, so that a bad file gives one clear error instead of wrong numbers:
 the metadata (:func:`read_meta`), every clip (:func:`audiointerp.audio_io.load_clip`: corrupt,
-truncated, empty, silent, NaN/Inf), and the on-disk feature cache (:func:`fold_features`,
-keyed and verified by the SHA-256 of the clips' contents, see :func:`file_digest` and
-:meth:`ESC50.identity`).
+truncated, empty, silent, NaN/Inf), and the on-disk content-addressed cache
+(:func:`cached_tensor`: fold features :func:`fold_features`, noisy-condition features
+:func:`mixed_features`, and any tensor a caller keys with :func:`content_key`), keyed and
+verified by the SHA-256 of the clips' contents (see :func:`file_digest` and
+:meth:`ESC50.identity`), written atomically under a per-entry file lock so that concurrent
+processes compute an entry once.
 """
 
 from __future__ import annotations
@@ -435,31 +438,52 @@ class ESC50(torch.utils.data.Dataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# Feature cache: features of whole folds, computed once per (clip contents, feature config).
+# The content-addressed cache: tensors computed once per content key (clip contents, feature
+# configuration, transform code, ...), shared by every process that uses the same cache folder.
 
 #: Version of the cache entry layout; bump it when the entry's fields change.
 CACHE_FORMAT = 2
 _TRANSFORM_SOURCES = ("processing.py", "audio_io.py")
 
 
-@lru_cache(maxsize=1)
-def transform_version() -> str:
-    """SHA-256 hex of the code that turns files into features: the source of
-    ``audiointerp/processing.py`` and ``audiointerp/audio_io.py`` (as first read by this
-    process) and the torch and torchaudio versions (their resampling and STFT/mel numerics).
-
-    Hashing the source rather than keeping a hand-bumped constant cannot be forgotten: any
-    edit of the transforms invalidates the cached features (an edit of a comment too, which
-    only costs one recomputation).
+def code_version(*sources: str) -> str:
+    """SHA-256 hex of the source of the named ``audiointerp`` modules (file names relative to the
+    package, e.g. ``"noise.py"``, as first read by this process), the torch and torchaudio
+    versions included. A cache key that holds it is invalidated by any edit of that code (a
+    comment too, which only costs one recomputation).
     """
+    return _code_version(tuple(sources))
+
+
+@lru_cache(maxsize=16)
+def _code_version(sources: tuple) -> str:
     import torchaudio
 
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in _TRANSFORM_SOURCES:
+    for name in sources:
         h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
     h.update(f"torch {torch.__version__}\0torchaudio {torchaudio.__version__}".encode())
     return h.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def transform_version() -> str:
+    """SHA-256 hex of the code that turns files into features: :func:`code_version` of
+    ``audiointerp/processing.py`` and ``audiointerp/audio_io.py`` (with the torch and torchaudio
+    versions: their resampling and STFT/mel numerics).
+
+    Hashing the source rather than keeping a hand-bumped constant cannot be forgotten: any
+    edit of the transforms invalidates the cached features.
+    """
+    return code_version(*_TRANSFORM_SOURCES)
+
+
+def content_key(payload: dict) -> str:
+    """SHA-256 hex of ``payload`` as canonical JSON (sorted keys; :data:`CACHE_FORMAT` added):
+    the key of a :func:`cached_tensor` entry. Values must be JSON-able (str, numbers, lists,
+    dicts, None)."""
+    return hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **payload}, sort_keys=True).encode()).hexdigest()
 
 
 def feature_cache_key(dataset: ESC50, cfg, digests: list[str] | None = None) -> str:
@@ -480,22 +504,9 @@ def feature_cache_key(dataset: ESC50, cfg, digests: list[str] | None = None) -> 
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _compute_features(dataset: ESC50, cfg, batch_size: int, progress: bool) -> torch.Tensor:
-    from tqdm.auto import tqdm
-
-    from . import processing
-
-    out = []
-    starts = range(0, len(dataset), batch_size)
-    for s in tqdm(starts, desc=f"{cfg.kind} features", disable=not progress):
-        wav = dataset.waveforms(range(s, min(s + batch_size, len(dataset))))
-        out.append(processing.features(wav, cfg)[0])
-    return torch.cat(out) if out else torch.empty(0, *cfg.shape)
-
-
-def _load_entry(path: Path, key: str, filenames: list[str], digests: list[str], shape: tuple) -> torch.Tensor | None:
-    """The features of a cache entry that matches, else None (missing, unreadable, corrupt or
-    for other clips)."""
+def _load_entry(path: Path, key: str, expect: dict, shape: tuple, field: str = "features") -> torch.Tensor | None:
+    """The tensor of a cache entry that matches, else None (missing, unreadable, corrupt, for
+    another key, or with other ``expect`` fields, e.g. other clips)."""
     if not path.is_file():
         return None
     try:
@@ -503,13 +514,13 @@ def _load_entry(path: Path, key: str, filenames: list[str], digests: list[str], 
     except Exception:  # truncated, garbage, or an older layout: recompute
         return None
     if not (isinstance(entry, dict) and entry.get("format") == CACHE_FORMAT and entry.get("key") == key
-            and entry.get("filenames") == filenames and entry.get("digests") == digests):
+            and all(entry.get(k) == v for k, v in expect.items())):
         return None
-    feats = entry.get("features")
-    if not (isinstance(feats, torch.Tensor) and feats.dtype == torch.float32 and tuple(feats.shape) == shape
-            and bool(torch.isfinite(feats).all())):
+    value = entry.get(field)
+    if not (isinstance(value, torch.Tensor) and value.dtype == torch.float32 and tuple(value.shape) == tuple(shape)
+            and bool(torch.isfinite(value).all())):
         return None
-    return feats
+    return value
 
 
 def _save_entry(path: Path, entry: dict) -> None:
@@ -528,11 +539,122 @@ def _save_entry(path: Path, entry: dict) -> None:
         raise
 
 
+def cached_tensor(name: str, key: str, compute, shape: tuple, expect: dict | None = None,
+                  extra: dict | None = None, field: str = "features") -> torch.Tensor:
+    """A float32 tensor computed once per content key and kept in the on-disk cache.
+
+    The entry ``<cache_dir>/<name>-<key[:32]>.pt`` holds ``{"format": CACHE_FORMAT, "key": key,
+    **expect, **extra, field: tensor}``. On load it must match the key, every ``expect`` field
+    (e.g. the clips' names and digests), the ``shape``, be float32 and finite; anything else
+    (missing, truncated, tampered, from older code) is recomputed. A miss is computed under a
+    ``filelock.FileLock`` per entry, after a second look, so concurrent processes (the grid's
+    workers, a run beside them) compute an entry once: the others wait, then read it. Writes are
+    atomic (temporary file, fsync, ``os.replace``): a reader never sees half an entry, and a
+    writer killed mid-write leaves only a temporary file. When the folder cannot be locked or
+    written, the tensor is computed (and returned) without caching, with a warning.
+
+    Args:
+        name: the entry's file name prefix, e.g. ``features-mel`` (no key in it).
+        key: its content key (:func:`content_key` or :func:`feature_cache_key`: SHA-256 hex).
+        compute: ``() -> torch.Tensor`` float32 of ``shape``; its exceptions propagate and
+            nothing is cached.
+        shape: the expected shape.
+        expect: fields stored with the entry and checked on load.
+        extra: informational fields stored with the entry (not checked).
+        field: the entry's field holding the tensor.
+
+    Returns:
+        the tensor (float32, ``shape``, on the CPU).
+
+    Raises:
+        ConfigError: the cache folder (:func:`audiointerp.settings.cache_dir`,
+            ``AUDIOINTERP_CACHE``) cannot be created.
+        whatever ``compute`` raises.
+    """
+    from filelock import FileLock
+
+    expect = dict(expect or {})
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the feature cache folder {folder} ({exc.strerror or exc}): set "
+                          f"AUDIOINTERP_CACHE to a writable folder, or pass cache=False") from None
+    path = folder / f"{name}-{key[:32]}.pt"
+    value = _load_entry(path, key, expect, shape, field)
+    if value is not None:
+        return value
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire()
+    except OSError as exc:  # e.g. a read-only cache folder: compute, without caching
+        warnings.warn(f"cannot lock the cache entry {path} ({exc}); computing without the cache", stacklevel=3)
+        return compute()
+    with contextlib.ExitStack() as stack:
+        stack.callback(lock.release)
+        value = _load_entry(path, key, expect, shape, field)  # another process may have written it
+        if value is not None:
+            return value
+        value = compute()
+        try:
+            _save_entry(path, {"format": CACHE_FORMAT, "key": key, **expect, **(extra or {}), field: value})
+        except OSError as exc:
+            warnings.warn(f"could not write the cache entry {path}: {exc}", stacklevel=3)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Features of whole folds, computed once per (clip contents, feature config).
+
+def _compute_features(dataset: ESC50, cfg, batch_size: int, progress: bool, transform=None) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    from . import processing
+
+    out = []
+    starts = range(0, len(dataset), batch_size)
+    for s in tqdm(starts, desc=f"{cfg.kind} features", disable=not progress):
+        idx = list(range(s, min(s + batch_size, len(dataset))))
+        wav = dataset.waveforms(idx)
+        if transform is not None:
+            wav = transform(wav, idx)
+        out.append(processing.features(wav, cfg)[0])
+    return torch.cat(out) if out else torch.empty(0, *cfg.shape)
+
+
+def _check_batch(dataset: ESC50, cfg, batch_size) -> None:
+    if int(cfg.sample_rate) != dataset.sample_rate or float(cfg.duration) != dataset.duration:
+        raise ConfigError(f"features at {cfg.sample_rate} Hz / {cfg.duration} s cannot use clips loaded at "
+                          f"{dataset.sample_rate} Hz / {dataset.duration} s")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _cached_clip_features(dataset: ESC50, cfg, batch_size: int, progress: bool, name: str, key: str,
+                          digests: list[str], transform=None, extra: dict | None = None) -> torch.Tensor:
+    """Features of ``dataset`` (each batch of waveforms through ``transform`` first) in the
+    content-addressed cache entry ``name``/``key``, verified against the clips' names and digests;
+    clips that change on disk while being read are refused (nothing cached)."""
+    filenames = dataset.filenames
+
+    def compute():
+        feats = _compute_features(dataset, cfg, int(batch_size), progress, transform)
+        changed = [n for n, a, b in zip(filenames, digests, dataset.digests) if a != b]
+        if changed:
+            raise DatasetError(f"{len(changed)} clips of {dataset.root} changed on disk while their features were "
+                               f"computed (e.g. {', '.join(changed[:3])}); nothing was cached, run again")
+        return feats
+
+    return cached_tensor(name, key, compute, (len(filenames), *cfg.shape),
+                         expect={"filenames": filenames, "digests": digests},
+                         extra={"features_config": cfg.to_dict(), **(extra or {})})
+
+
 def fold_features(dataset: ESC50, cfg, batch_size: int = 64, cache: bool = True,
                   progress: bool = False) -> torch.Tensor:
     """Features of every clip of ``dataset``, cached on disk by content.
 
-    The cache entry ``<cache_dir>/features-<kind>-<key>.pt`` is keyed by
+    The cache entry ``<cache_dir>/features-<kind>-<key>.pt`` (:func:`cached_tensor`) is keyed by
     :func:`feature_cache_key` (the clips' names and SHA-256 digests, the feature config, rate,
     duration and :func:`transform_version`), so a changed clip is recomputed and a copy of the
     data in another folder reuses the entry. The entry stores the file names and digests and
@@ -559,53 +681,68 @@ def fold_features(dataset: ESC50, cfg, batch_size: int = 64, cache: bool = True,
         DatasetError: a missing clip (named), or clips changed while computing (named).
         AudioFileError: a bad clip (named).
     """
-    if int(cfg.sample_rate) != dataset.sample_rate or float(cfg.duration) != dataset.duration:
-        raise ConfigError(f"features at {cfg.sample_rate} Hz / {cfg.duration} s cannot use clips loaded at "
-                          f"{dataset.sample_rate} Hz / {dataset.duration} s")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_batch(dataset, cfg, batch_size)
     if not cache:
         return _compute_features(dataset, cfg, int(batch_size), progress)
+    digests = dataset.digests
+    return _cached_clip_features(dataset, cfg, batch_size, progress, f"features-{cfg.kind}",
+                                 feature_cache_key(dataset, cfg, digests), digests)
 
-    from filelock import FileLock
 
-    filenames, digests = dataset.filenames, dataset.digests
-    key = feature_cache_key(dataset, cfg, digests)
-    shape = (len(filenames), *cfg.shape)
-    folder = cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the feature cache folder {folder} ({exc.strerror or exc}): set "
-                          f"AUDIOINTERP_CACHE to a writable folder, or pass cache=False") from None
-    path = folder / f"features-{cfg.kind}-{key[:32]}.pt"
-    feats = _load_entry(path, key, filenames, digests, shape)
-    if feats is not None:
-        return feats
-    lock = FileLock(str(path) + ".lock")
-    try:
-        lock.acquire()
-    except OSError as exc:  # e.g. a read-only cache folder: compute, without caching
-        warnings.warn(f"cannot lock the feature cache entry {path} ({exc}); computing without the cache",
-                      stacklevel=2)
-        return _compute_features(dataset, cfg, int(batch_size), progress)
-    with contextlib.ExitStack() as stack:
-        stack.callback(lock.release)
-        feats = _load_entry(path, key, filenames, digests, shape)  # another process may have written it
-        if feats is not None:
-            return feats
-        feats = _compute_features(dataset, cfg, int(batch_size), progress)
-        now = dataset.digests
-        changed = [n for n, a, b in zip(filenames, digests, now) if a != b]
-        if changed:
-            raise DatasetError(f"{len(changed)} clips of {dataset.root} changed on disk while their features were "
-                               f"computed (e.g. {', '.join(changed[:3])}); nothing was cached, run again")
-        try:
-            _save_entry(path, {"format": CACHE_FORMAT, "key": key, "filenames": filenames, "digests": digests,
-                               "features_config": cfg.to_dict(), "features": feats})
-        except OSError as exc:
-            warnings.warn(f"could not write the feature cache entry {path}: {exc}", stacklevel=2)
-    return feats
+def mixed_features(dataset: ESC50, cfg, noise, batch_size: int = 64, cache: bool = True,
+                   progress: bool = False) -> torch.Tensor:
+    """Features of every clip of ``dataset`` with a condition's background noise mixed in
+    (:meth:`audiointerp.noise.NoiseSpec.apply`), cached on disk by content like
+    :func:`fold_features`. For ``mixture`` the "noise" of each clip is its partner clip of the
+    same dataset (:func:`audiointerp.noise.mixture_partners`, seeded by ``noise.seed``).
+
+    The entry ``<cache_dir>/noisy-<kind>-<key>.pt`` is keyed by the clips' identity
+    (:func:`clips_sha256` of names and file digests), the noise file's SHA-256 (``mixture``: the
+    partners' names), the mixing weight alpha actually used (from alpha or the SNR), the noise offset, the feature configuration,
+    rate and duration, :func:`transform_version` and the source of ``noise.py`` (the mixing
+    code); the condition's name is not part of it (the same file under another name shares the
+    entry). Concurrency, atomic writes and verification: :func:`cached_tensor`.
+
+    Args:
+        dataset: the clips; cfg: their :class:`~audiointerp.processing.FeatureConfig`.
+        noise: a noisy :class:`audiointerp.noise.NoiseSpec` (``clean``: use :func:`fold_features`).
+        batch_size: clips per batch (> 0); cache: use the on-disk cache; progress: a progress bar.
+
+    Returns:
+        float32 ``[n_clips, 1, n_freq, n_frames]`` in dB.
+
+    Raises:
+        ConfigError: a clean condition; bad noise parameters or file (named); rate/duration
+            mismatch; bad ``batch_size``.
+        DatasetError / AudioFileError: as :func:`fold_features`.
+    """
+    if noise.is_clean:
+        raise ConfigError("mixed_features is for noisy conditions; clean features come from fold_features")
+    _check_batch(dataset, cfg, batch_size)
+
+    partners = None
+    if noise.is_mixture:  # SpeechBrain's protocol: each clip mixed with a seeded clip of another class
+        from .noise import mixture_partners
+
+        partners = mixture_partners(dataset.labels, noise.seed)
+
+    def transform(wav, idx):
+        if partners is None:
+            return noise.apply(wav, cfg.sample_rate)
+        return noise.apply(wav, cfg.sample_rate, partners=dataset.waveforms(partners[idx]))
+
+    if not cache:
+        return _compute_features(dataset, cfg, int(batch_size), progress, transform)
+    described = noise.describe()
+    digests = dataset.digests
+    key = content_key({"kind": "noisy-features", "clips_sha256": clips_sha256(dataset.filenames, digests),
+                       "noise_sha256": described["sha256"], "alpha": described["alpha_used"],
+                       "offset": float(described["offset"]), "features": cfg.to_dict(),
+                       "partners": None if partners is None else [dataset.filenames[int(i)] for i in partners],
+                       "sample_rate": dataset.sample_rate, "duration": dataset.duration,
+                       "transform": transform_version(), "mixing": code_version("noise.py")})
+    return _cached_clip_features(dataset, cfg, batch_size, progress, f"noisy-{cfg.kind}", key, digests, transform,
+                                 extra={"noise": {k: described[k] for k in ("label", "sha256", "alpha_used", "offset")}})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -118,7 +118,8 @@ def accuracy_report(labels, predicted, class_names, n_resamples: int = 1000, see
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, folds=(5,), root=None, n_resamples: int = 1000,
-                        seed: int = 0, confidence: float = 0.95, measure_cost: bool = False) -> AccuracyReport:
+                        seed: int = 0, confidence: float = 0.95, measure_cost: bool = False,
+                        device=None) -> AccuracyReport:
     """Accuracy report of a classifier checkpoint on ESC-50 folds.
 
     Features are those the checkpoint declares, computed once and cached
@@ -130,21 +131,23 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, folds=(5,), root=None, n_
         root: ESC-50 root (None: ``ESC50_ROOT``).
         n_resamples, seed, confidence: the bootstrap of the CI.
         measure_cost: also time the forward pass on these features (``ms_per_clip``).
+        device: where the forward passes run (:func:`audiointerp.devices.resolve_device`; None:
+            the CPU).
 
     Raises:
         CheckpointError: missing or unreadable checkpoint. DatasetError: bad dataset root.
-        ConfigError: a fold outside 1-5.
+        ConfigError: a fold outside 1-5; a device that is not present.
     """
 
     folds = tuple(int(f) for f in folds)
     bad = [f for f in folds if f not in (1, 2, 3, 4, 5)]
     if bad or not folds:
         raise ConfigError(f"folds must be among 1-5, got {list(folds)}")
-    model, extractor, ckpt = load_classifier(checkpoint)
+    model, extractor, ckpt = load_classifier(checkpoint, device=device)
     ds = ESC50(root, folds, extractor.cfg.sample_rate, extractor.cfg.duration)
     names = ckpt.get("class_names") or ds.class_names
     feats = fold_features(ds, extractor.cfg)
-    report = accuracy_report(ds.labels, predict_logits(model, feats).argmax(1).numpy(), names,
+    report = accuracy_report(ds.labels, predict_logits(model, feats).argmax(1).cpu().numpy(), names,
                              n_resamples=n_resamples, seed=seed, confidence=confidence, filenames=ds.filenames,
                              source=f"{checkpoint}, fold{'s' if len(folds) > 1 else ''} "
                                     f"{','.join(map(str, folds))}")
@@ -206,18 +209,26 @@ def forward_ms_per_clip(model: torch.nn.Module, feats: torch.Tensor, batch_size:
     """Measured forward cost of ``model`` in ms per clip: eval mode, BatchNorm folded
     (:func:`audiointerp.models.fuse_for_inference`, as the runner scores), batches of
     ``batch_size`` clips ``[batch, 1, n_freq, n_frames]`` in channels-last layout; one warm-up
-    pass, then the mean of ``repeat`` timed passes. A figure to print, not to assert on.
+    pass, then the mean of ``repeat`` timed passes, on the model's device (synchronised on a GPU).
+    A figure to print, not to assert on.
     """
     import time
 
-
     fused = fuse_for_inference(model)
-    x = feats[:batch_size].contiguous(memory_format=torch.channels_last)
+    dev = next(iter(fused.parameters()), feats).device
+    x = feats[:batch_size].to(dev).contiguous(memory_format=torch.channels_last)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     with torch.inference_mode():
         fused(x)
+        sync()
         t0 = time.perf_counter()
         for _ in range(repeat):
             fused(x)
+        sync()
     return (time.perf_counter() - t0) / repeat / len(x) * 1000
 
 
@@ -253,13 +264,17 @@ def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure
              f"- Features: {cfg.kind}, {cfg.sample_rate} Hz, n_fft {cfg.n_fft}, hop {cfg.hop_length}"
              + (f", {cfg.n_mels} mels {cfg.f_min:g}-{cfg.f_max:g} Hz" if cfg.kind == "mel" else "")
              + f", {cfg.duration:g} s -> {cfg.n_freq} x {cfg.n_frames} (dB, floor -100 dB)",
-             f"- Data: ESC-50 (Piczak 2015), trained from scratch on folds {fmt(folds[0])}, model selection on "
-             f"fold {fmt(folds[1])}, test on fold {fmt(folds[2])}"
+             "- Data: ESC-50 (Piczak 2015), "
+             + (f"fine-tuned from the PANNs AudioSet weights `{Path(t['pretrained']).name}` (Kong et al. 2020)"
+                if t.get("pretrained") else "trained from scratch")
+             + f" on folds {fmt(folds[0])}, model selection on fold {fmt(folds[1])}, test on fold {fmt(folds[2])}"
              + (f"; weights initialised from `{Path(t['init_from']).name}` (a second schedule)"
                 if t.get("init_from") else ""),
              f"- Code: git commit `{ckpt.get('git_commit', 'not recorded')}`",
              ""]
     test = f"fold-{fmt(folds[2])}"
+    device = m.get("device") or {}
+    where = "CPU" if device.get("type", "cpu") == "cpu" else f"{device.get('name')} ({device.get('device')})"
     if m:
         acc = f"{m.get('test_acc', float('nan')):.4f}"
         if report is not None:
@@ -270,7 +285,7 @@ def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure
                   f"| fold-{fmt(folds[1])} (validation) accuracy, best epoch | {m.get('val_acc', float('nan')):.4f} |",
                   f"| best epoch (weights kept) | {m.get('best_epoch')} of {t.get('epochs')} |",
                   f"| training time{' (this schedule)' if t.get('init_from') else ''} | "
-                  f"{m.get('train_seconds', 0) / 60:.1f} min (CPU) |"]
+                  f"{m.get('train_seconds', 0) / 60:.1f} min ({where}) |"]
         if cv:
             lines.append(f"| {cv['n_folds']}-fold cross-validation accuracy | {cv['mean']:.4f} +- {cv['std']:.4f} "
                          f"(mean +- sd) |")
@@ -278,7 +293,7 @@ def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure
             lines.append(f"| forward cost | {ms_per_clip:.2f} ms/clip (batched, 2-core CPU) |")
         lines.append("")
     if t:
-        skip = {"train_folds", "val_folds", "test_folds", "limit", "threads", "init_from"}
+        skip = {"train_folds", "val_folds", "test_folds", "limit", "threads", "init_from", "pretrained"}
         lines += ["Training configuration: " + ", ".join(f"{k}={v}" for k, v in t.items() if k not in skip), ""]
     if cv:
         lines += ["Cross-validation (each fold in turn the test fold, the one before it validation):", "",

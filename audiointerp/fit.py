@@ -29,8 +29,18 @@ import torchaudio.functional as AF
 
 from .config import csv_ints, option, optional
 from .data import ESC50, TEST_FOLDS, TRAIN_FOLDS, VAL_FOLDS, fold_features
+from .devices import DEVICE_CHOICES, describe_device, resolve_device
 from .errors import CheckpointError, ConfigError
-from .models import build_model, clone_state, load_weights, predict_logits, read_checkpoint, save_checkpoint
+from .models import (
+    build_model,
+    check_contract,
+    clone_state,
+    load_panns_cnn14,
+    load_weights,
+    predict_logits,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .processing import FLOOR_DB, FeatureConfig
 
 
@@ -53,10 +63,22 @@ class TrainConfig:
         limit: use only the first N clips of each split (tests).
         init_from: checkpoint whose weights start the training (a second schedule after a
             first one; architecture and features must match), or None for random init.
+        pretrained: a PANNs CNN14 checkpoint (``architecture="Cnn14"``): every weight but the
+            output layer (and, for the 257-bin STFT, the frequency normalisation) starts from
+            AudioSet (Kong et al., PANNs, 2020; :func:`audiointerp.models.load_panns_cnn14`).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` | ``mps``
+            (:func:`audiointerp.devices.resolve_device`); recorded in the checkpoint's metrics.
+        amp: bfloat16 autocast of the training steps (CUDA only); validation and test run in
+            float32, so accuracies mean the same thing on every device.
     """
 
     features: str = option("mel", choices=("mel", "stft"), help="feature kind (the default configuration of that kind)")
-    architecture: str = option("CompactCNN", choices=("CompactCNN", "Cnn14"), help="model to build")
+    architecture: str = option("CompactCNN", parse=str, choices=("CompactCNN", "Cnn14"),
+                               help="model to build: a name, or your own class as 'package.module:Class' or "
+                                    "'path/to/file.py:Class' (models.build_model)")
+    pretrained: str | None = option(None, parse=optional(str), metavar="PATH",
+                                    help="PANNs CNN14 checkpoint to fine-tune from (Cnn14 only), e.g. "
+                                         "pretrained/Cnn14_16k_mAP=0.438.pth")
     arch_args: dict = option(default_factory=dict, cli=False, help="constructor arguments of the model")
     epochs: int = option(60, help="training epochs")
     batch_size: int = option(32, help="clips per step")
@@ -76,6 +98,10 @@ class TrainConfig:
     limit: int | None = option(None, parse=optional(int), help="only the first N clips of each split (tests)")
     init_from: str | None = option(None, parse=optional(str), metavar="PATH",
                                    help="start from this checkpoint's weights (a second schedule)")
+    device: str = option("auto", parse=str, choices=DEVICE_CHOICES,
+                         help="where to train: auto (CUDA when available), cpu, cuda, cuda:N, mps")
+    amp: bool = option(False, help="mixed precision (bfloat16 autocast) for training on a CUDA device; "
+                                   "evaluation stays float32")
 
 
 def seed_everything(seed: int) -> None:
@@ -99,7 +125,7 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Gener
         return x, y
     lam = torch.distributions.Beta(alpha, alpha).sample((x.shape[0],)).to(x)
     lam = torch.maximum(lam, 1 - lam)  # the first clip dominates
-    perm = torch.randperm(x.shape[0], generator=generator)
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
     lx = lam.view(-1, *([1] * (x.dim() - 1)))
     return lx * x + (1 - lx) * x[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
 
@@ -113,11 +139,11 @@ def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> to
     if cfg.max_shift > 0:
         max_s = int(cfg.max_shift * n_frames)
         shifts = torch.randint(-max_s, max_s + 1, (b,), generator=generator)
-        idx = (torch.arange(n_frames)[None, :] - shifts[:, None]) % n_frames
+        idx = ((torch.arange(n_frames)[None, :] - shifts[:, None]) % n_frames).to(x.device)
         x = torch.gather(x, 3, idx[:, None, None, :].expand(b, 1, n_freq, n_frames))
     if cfg.gain_db > 0:
         gain = (torch.rand(b, generator=generator) * 2 - 1) * cfg.gain_db
-        x = (x + gain.view(b, 1, 1, 1)).clamp_min(FLOOR_DB)
+        x = (x + gain.view(b, 1, 1, 1).to(x.device)).clamp_min(FLOOR_DB)
     for _ in range(2):
         if cfg.freq_mask > 0:
             x = AF.mask_along_axis_iid(x, cfg.freq_mask, FLOOR_DB, axis=2)
@@ -130,7 +156,8 @@ def accuracy(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) 
     """Top-1 accuracy in [0, 1] of ``model`` on features and int64 labels ``[n]``."""
     if len(labels) == 0:
         return float("nan")
-    return (predict_logits(model, feats).argmax(1) == labels).float().mean().item()
+    logits = predict_logits(model, feats)
+    return (logits.argmax(1) == labels.to(logits.device)).float().mean().item()
 
 
 def _split(cfg: TrainConfig, folds, feature_cfg: FeatureConfig, root):
@@ -161,6 +188,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
 
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs}, {cfg.batch_size}")
+    if cfg.pretrained and cfg.architecture != "Cnn14":
+        raise ConfigError(f"pretrained={cfg.pretrained!r} is a PANNs CNN14 checkpoint: it needs architecture='Cnn14', "
+                          f"not {cfg.architecture!r}")
+    if cfg.pretrained and cfg.init_from:
+        raise ConfigError("give either pretrained (PANNs weights) or init_from (an audiointerp checkpoint), not both")
+    device = resolve_device(cfg.device)
+    if cfg.amp and device.type != "cuda":
+        raise ConfigError(f"amp (mixed precision) is for CUDA devices; device {cfg.device!r} is {device}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     feature_cfg = FeatureConfig.default(cfg.features)
@@ -174,13 +209,20 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
         # 257 rows: a narrow first block and 4x frequency pooling keep the cost at the mel model's
         arch_args.setdefault("first_pool", (4, 2))
         arch_args.setdefault("channels", (8, 32, 64, 128))
-    model = build_model(cfg.architecture, **arch_args).to(memory_format=torch.channels_last)
+    if cfg.pretrained:
+        model = load_panns_cnn14(cfg.pretrained, n_classes=n_classes, n_freq=feature_cfg.n_freq)
+    else:
+        model = build_model(cfg.architecture, **arch_args)
+    if cfg.architecture not in ("CompactCNN", "Cnn14"):  # your own class: checked before any training
+        check_contract(model, feature_cfg.n_freq, feature_cfg.n_frames, n_classes)
     if cfg.init_from:
         init = read_checkpoint(cfg.init_from)
         if init["architecture"] != cfg.architecture or init["features"] != feature_cfg.to_dict():
             raise CheckpointError(f"init_from {cfg.init_from} is a {init['architecture']} on {init['features']}, "
                                   f"not a {cfg.architecture} on {feature_cfg.to_dict()}")
         load_weights(model, init["state_dict"], f"init_from {cfg.init_from}: weights do not fit {arch_args}")
+    model = model.to(device, memory_format=torch.channels_last)
+    x_tr, y_tr, x_va, y_va, x_te, y_te = (t.to(device) for t in (x_tr, y_tr, x_va, y_va, x_te, y_te))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -190,13 +232,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
     state_path = out.with_name(out.name + ".state.pt")
     start_epoch, best, history, elapsed = 0, {"val_acc": -1.0, "epoch": -1, "state": None}, [], 0.0
     if state_path.is_file():
-        st = torch.load(state_path, weights_only=False)
-        if st["config"] == asdict(cfg):
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        if _resume_key(st["config"]) == _resume_key(asdict(cfg)):  # resumable on another device
             model.load_state_dict(st["model"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
             gen.set_state(st["gen"])
-            torch.set_rng_state(st["torch_rng"])
+            torch.set_rng_state(st["torch_rng"].cpu())
             start_epoch, best, history, elapsed = st["epoch"], st["best"], st["history"], st["elapsed"]
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.features}", disable=not progress,
                initial=start_epoch, total=cfg.epochs)
@@ -207,12 +249,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
         total = 0.0
         for s in range(0, len(perm), cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
-            xb = augment(x_tr[idx], cfg, gen)
-            yb = F.one_hot(y_tr[idx], n_classes).float()
+            xb = augment(x_tr[idx.to(device)], cfg, gen)
+            yb = F.one_hot(y_tr[idx.to(device)], n_classes).float()
             yb = yb * (1 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
             xb, yb = mixup(xb, yb, cfg.mixup_alpha, gen)
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
-            loss = -(yb * F.log_softmax(logits, 1)).sum(1).mean()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                logits = model(xb.contiguous(memory_format=torch.channels_last))
+            loss = -(yb * F.log_softmax(logits.float(), 1)).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -234,9 +277,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
     model.load_state_dict(best["state"])
     metrics = {"best_epoch": best["epoch"], "val_acc": best["val_acc"],
                "test_acc": accuracy(model, x_te, y_te), "train_seconds": round(elapsed, 1),
-               "n_train": len(x_tr), "n_val": len(x_va), "n_test": len(x_te), "history": history}
+               "n_train": len(x_tr), "n_val": len(x_va), "n_test": len(x_te), "history": history,
+               "device": describe_device(device)}
     save_checkpoint(out, model, arch_args, feature_cfg, ds_tr.class_names, metrics=metrics, training=asdict(cfg))
     return metrics
+
+
+def _resume_key(config: dict) -> dict:
+    """The part of a training configuration a resumed run must share (not where it runs)."""
+    return {k: v for k, v in config.items() if k not in ("device", "threads")}
 
 
 CV_FOLDS = (1, 2, 3, 4, 5)
@@ -292,7 +341,7 @@ def cross_validate(cfg: TrainConfig, out_dir: str | os.PathLike, root=None, fold
         fold_cfg = replace(cfg, train_folds=train_f, val_folds=val_f, test_folds=test_f)
         path = out_dir / f"fold{k}.pt"
         done = read_checkpoint(path) if path.is_file() else None
-        if done is not None and done.get("training") == asdict(fold_cfg):
+        if done is not None and _resume_key(done.get("training", {})) == _resume_key(asdict(fold_cfg)):
             m = done["metrics"]
         else:
             m = train(fold_cfg, path, root=root, progress=progress)

@@ -11,9 +11,21 @@ Per clip, over the whole map, with ``A`` the signed attribution ``[batch, 1, F, 
 ``minmax_pos``            A+ / max A+   (zeros when nothing is positive)
 ``sigmoid_pos``           sigma(A+)
 ``pos_thresh_<tau%>``     1[minmax_pos >= tau]
-``topK_<k%>_pos``         the top round(k*N) values that are strictly positive; when fewer
-                          are positive, just the positive ones -- never an all-ones mask
+``topK_<k%>_pos``         1[A >= q_{1-k}(A)] * 1[A > 0]: topK's threshold, positive bins only
 ========================  ==================================================================
+
+**Tie rule.** ``topK_<k%>`` and ``topK_<k%>_pos`` share one rule: the threshold is the
+(1 - k)-quantile over the whole map and every bin at or above it is kept, so bins tied at the
+threshold are kept together (a piecewise-constant map -- LIME's superpixels, Occlusion's windows
+-- is never split inside a piece, and the fraction kept can exceed k by the tied bins).
+``topK_<k%>_pos`` also drops the bins with ``A <= 0``: on a map with non-positive values it is
+never all ones, and on a map that is positive everywhere it equals ``topK_<k%>``.
+*Results written before issue 12* used the old ``topK_<k%>_pos`` rule -- "the top
+``round(k*N)`` strictly positive values", which kept exactly ``round(k*N)`` bins and split a tied
+piece by index order; on maps without ties (Saliency, Grad-CAM, SHAP) the two rules differ by at
+most one bin per clip (the quantile's interpolation). Tables are rebuilt from the per-clip logs,
+so logs written before the change keep the old rule's numbers; rerun a method's folder to get the
+new rule (:data:`MASK_RULES` tells them apart).
 
 The 14 standard masks use k in {5, 30, 50} % and tau in {25, 50, 75} % (the course-project
 prior art); :func:`make_masks` takes other k and tau as arguments.
@@ -36,6 +48,9 @@ from .processing import FLOOR_DB
 DEFAULT_K = (0.05, 0.30, 0.50)
 DEFAULT_TAU = (0.25, 0.50, 0.75)
 NATIVE = "native"  # a learned interpreter's own mask (PIQ, L2I), scored beside the 14 masks
+#: version of the mask rules, for a run's configuration key: 2 = ``topK_<k%>_pos`` follows topK's
+#: tie rule (issue 12); 1 = before (the top ``round(k*N)`` positive values)
+MASK_RULES = 2
 
 
 def _flat(a: torch.Tensor) -> torch.Tensor:
@@ -101,20 +116,20 @@ def pos_threshold(a: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def top_k_pos(a: torch.Tensor, k: float) -> torch.Tensor:
-    """The top ``round(k*N)`` strictly positive values per clip (N = elements of a clip).
+    """``1[A >= q_{1-k}(A)] * 1[A > 0]`` per clip: :func:`top_k`'s mask, positive bins only.
 
-    When fewer than ``round(k*N)`` values are positive, only the positive ones are kept, so
-    the mask is never all ones on a map that has non-positive values.
+    The threshold is the (1 - k)-quantile over the whole map (not over its positive values), so
+    bins tied at the threshold are kept together, as in :func:`top_k` (see the tie rule in the
+    module docstring); the mask is never all ones on a map that has non-positive values, and
+    equals :func:`top_k` on a map that is positive everywhere. Shape and dtype of ``a`` kept.
+
+    Results written before issue 12 used the old rule (the top ``round(k*N)`` strictly positive
+    values, ties split by index order); their logs keep those numbers.
 
     Raises:
         ConfigError: ``k`` outside (0, 1].
     """
-    check_fraction("k", k)
-    f = _flat(a)
-    n = max(1, int(round(k * f.shape[1])))
-    idx = f.topk(n, dim=1).indices
-    sel = torch.zeros_like(f, dtype=torch.bool).scatter_(1, idx, True)
-    return (sel & (f > 0)).to(a.dtype).view_as(a)
+    return top_k(a, k) * (a > 0).to(a.dtype)
 
 
 def check_fraction(name: str, v: float) -> None:

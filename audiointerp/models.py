@@ -189,7 +189,27 @@ class Cnn14(nn.Module):
         return self.fc_audioset(F.dropout(x, p=0.5, training=self.training))
 
 
+#: Architectures known by name; others are given as an import path (:func:`build_model`).
 ARCHITECTURES = {"CompactCNN": CompactCNN, "Cnn14": Cnn14}
+
+
+def register_architecture(name: str, cls: type | None = None):
+    """Make a classifier class known by ``name`` (usable as a decorator).
+
+    The class must honour the classifier contract (:func:`check_contract`). A checkpoint stores
+    the name, so the class must be registered again (imported) before such a checkpoint is
+    loaded in another process; an import path (``"package.module:Class"`` or
+    ``"path/to/file.py:Class"``) needs no registration.
+
+    Raises:
+        ConfigError: ``name`` is already registered for another class.
+    """
+    def add(c):
+        if name in ARCHITECTURES and ARCHITECTURES[name] is not c:
+            raise ConfigError(f"architecture {name!r} is already registered for {ARCHITECTURES[name]!r}")
+        ARCHITECTURES[name] = c
+        return c
+    return add if cls is None else add(cls)
 
 
 def _check_input(x: torch.Tensor, n_freq: int) -> None:
@@ -197,24 +217,168 @@ def _check_input(x: torch.Tensor, n_freq: int) -> None:
         raise ConfigError(f"model expects features [batch, 1, {n_freq}, n_frames], got {tuple(x.shape)}")
 
 
-def build_model(architecture: str, **kwargs) -> nn.Module:
-    """Instantiate ``architecture`` ('CompactCNN' or 'Cnn14') with constructor ``kwargs``.
+def resolve_architecture(architecture: str) -> type:
+    """The classifier class of a registered name or an import path.
+
+    Args:
+        architecture: a key of :data:`ARCHITECTURES`, ``"package.module:Class"`` (importable from
+            ``sys.path``) or ``"path/to/file.py:Class"`` (a Python file, loaded by path).
 
     Raises:
-        ConfigError: unknown architecture (lists the valid ones).
+        ConfigError: unknown name, a module or file that cannot be imported, or no such class in it
+            (the path and the reason are quoted).
     """
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[architecture](**kwargs)
+    import hashlib
+    import importlib
+    import importlib.util
+    import sys
+
+    if architecture in ARCHITECTURES:
+        return ARCHITECTURES[architecture]
+    if ":" not in str(architecture):
+        raise ConfigError(f"unknown architecture {architecture!r}; valid: {', '.join(ARCHITECTURES)}, or an import "
+                          f"path 'package.module:Class' / 'path/to/file.py:Class'")
+    where, _, cls_name = str(architecture).rpartition(":")
+    try:
+        if where.endswith(".py"):
+            file = Path(where).expanduser().resolve()
+            if not file.is_file():
+                raise FileNotFoundError(f"no such file {file}")
+            mod_name = "audiointerp_user_" + hashlib.sha256(str(file).encode()).hexdigest()[:12]
+            module = sys.modules.get(mod_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(mod_name, file)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(mod_name, None)
+                    raise
+        else:
+            module = importlib.import_module(where)
+    except Exception as exc:
+        raise ConfigError(f"cannot import the architecture {architecture!r}: {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, cls_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise ConfigError(f"architecture {architecture!r}: {where} has no nn.Module class {cls_name!r}")
+    return cls
 
 
-def download_panns_cnn14(dest: str | os.PathLike = "pretrained", url: str = PANNS_URL) -> Path:
-    """Download PANNs' 16 kHz CNN14 AudioSet checkpoint (Zenodo record 3987831) to ``dest``.
+def build_model(architecture: str, **kwargs) -> nn.Module:
+    """Instantiate a classifier: a registered name (``CompactCNN``, ``Cnn14``) or an import path
+    (:func:`resolve_architecture`), with constructor ``kwargs``.
 
-    Returns the file path (kept if already present). Raises CheckpointError when the download fails.
+    Bring your own classifier: any ``nn.Module`` whose constructor accepts ``n_freq`` and
+    ``n_classes`` (filled in by training) and that honours :func:`check_contract` trains,
+    is explained, scored and tabulated with no change to audiointerp; its checkpoint stores the
+    name or import path and the constructor arguments.
+
+    Raises:
+        ConfigError: unknown or unimportable architecture; constructor arguments it does not take.
+    """
+    cls = resolve_architecture(architecture)
+    try:
+        model = cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"architecture {architecture!r} cannot be built with {kwargs}: {exc}") from None
+    model._audiointerp_architecture = architecture  # what save_checkpoint records
+    return model
+
+
+def architecture_name(model: nn.Module) -> str:
+    """What a checkpoint records to rebuild ``model``: the name or import path it was built from,
+    a registered name of its class, or ``"module:Class"``."""
+    given = getattr(model, "_audiointerp_architecture", None)
+    if given:
+        return given
+    for name, cls in ARCHITECTURES.items():
+        if type(model) is cls:
+            return name
+    return f"{type(model).__module__}:{type(model).__qualname__}"
+
+
+def check_contract(model: nn.Module, n_freq: int, n_frames: int, n_classes: int, need_cam_layer: bool = True) -> None:
+    """Check that a classifier honours audiointerp's contract, with one clear error if not.
+
+    The contract: ``model(x)`` maps features ``[batch, 1, n_freq, n_frames]`` (float32, dB) to
+    logits ``[batch, n_classes]``, and ``model.cam_layer`` is the module whose output
+    ``[batch, channels, F', T']`` (frequency as rows) Grad-CAM and the learned interpreters read.
+
+    Raises:
+        ConfigError: the forward pass fails, returns another shape, or (``need_cam_layer``) there is
+            no ``cam_layer`` module or its output is not 4-D (the shapes are quoted).
+    """
+    name = architecture_name(model)
+    x = torch.zeros(2, 1, int(n_freq), int(n_frames)) - 50.0
+    store = {}
+    layer = getattr(model, "cam_layer", None)
+    if need_cam_layer and not isinstance(layer, nn.Module):
+        raise ConfigError(f"classifier {name} has no cam_layer module: the contract asks for the layer Grad-CAM and "
+                          f"the learned interpreters read (a property returning e.g. the last conv block)")
+    handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("h", o)) if isinstance(
+        layer, nn.Module) else None
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.to(next(iter(model.parameters()), x).device))
+    except Exception as exc:
+        raise ConfigError(f"classifier {name} fails on features [2, 1, {n_freq}, {n_frames}]: "
+                          f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if handle is not None:
+            handle.remove()
+        model.train(was)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, int(n_classes)):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"classifier {name} returns {got} for features [2, 1, {n_freq}, {n_frames}]; the contract "
+                          f"is logits [batch, n_classes] = [2, {n_classes}]")
+    if need_cam_layer:
+        h = store.get("h")
+        if not isinstance(h, torch.Tensor) or h.dim() != 4:
+            got = tuple(h.shape) if isinstance(h, torch.Tensor) else "nothing"
+            raise ConfigError(f"classifier {name}: cam_layer gives {got}; the contract is a map "
+                              f"[batch, channels, F', T'] used by the forward pass")
+
+
+#: md5 published by Zenodo (record 3987831) for ``Cnn14_16k_mAP=0.438.pth``.
+PANNS_CNN14_16K_MD5 = "362fc5ff18f1d6ad2f6d464b45893f2c"
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_panns_cnn14(dest: str | os.PathLike = "pretrained", url: str = PANNS_URL,
+                         md5: str | None = PANNS_CNN14_16K_MD5) -> Path:
+    """Download PANNs' 16 kHz CNN14 AudioSet checkpoint (Zenodo record 3987831) to ``dest`` and
+    check its digest.
+
+    Args:
+        dest: folder (the file is ``dest/Cnn14_16k_mAP=0.438.pth``; kept if already present).
+        url: where to download from (any urllib URL; tests use ``file://``).
+        md5: the expected md5 (Zenodo's published checksum); None skips the check.
+
+    Returns:
+        the file path.
+
+    Raises:
+        CheckpointError: the download fails (nothing is left behind), or the file's md5 differs
+            (a truncated or other file: it is removed if it was just downloaded; a file already
+            present with another digest is named and left for the user to delete).
     """
     path = Path(dest) / PANNS_CNN14_16K
     if path.is_file():
+        if md5 is not None and _md5(path) != md5:
+            raise CheckpointError(f"{path} has md5 {_md5(path)}, not Zenodo's {md5}: it is truncated or another file; "
+                                  f"delete it and download again from {PANNS_RECORD}")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
@@ -224,20 +388,32 @@ def download_panns_cnn14(dest: str | os.PathLike = "pretrained", url: str = PANN
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not download the PANNs checkpoint from {url}: {exc}; "
                               f"get it by hand from {PANNS_RECORD} into {path}") from None
+    if md5 is not None:
+        got = _md5(tmp)
+        if got != md5:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointError(f"the file downloaded from {url} has md5 {got}, not Zenodo's {md5} (truncated or "
+                                  f"another file); nothing was kept: try again, or get it by hand from {PANNS_RECORD}")
     os.replace(tmp, path)
     return path
 
 
 def load_panns_cnn14(path: str | os.PathLike = Path("pretrained") / PANNS_CNN14_16K,
-                     n_classes: int = 50) -> Cnn14:
+                     n_classes: int = 50, n_freq: int = 64) -> Cnn14:
     """CNN14 with the PANNs AudioSet weights (all but the output layer), ready to fine-tune.
+
+    For the 64-mel front end (PANNs' own: 16 kHz, n_fft 512, hop 160, 50-8000 Hz) every weight but
+    the output layer transfers. For another number of frequency rows (e.g. the 257-bin log-STFT)
+    the convolution weights transfer and the frequency normalisation (``bn0``, one statistic per
+    row) is re-initialised, as the prior art's STFT model did.
 
     Args:
         path: the ``Cnn14_16k_mAP=0.438.pth`` file.
         n_classes: size of the new output layer (randomly initialised).
+        n_freq: frequency rows of the features (64: mel; 257: STFT).
 
     Returns:
-        a :class:`Cnn14` (64 mel bins) whose conv kernels are transposed to frequency-as-rows.
+        a :class:`Cnn14` whose conv kernels are transposed to frequency-as-rows.
 
     Raises:
         CheckpointError: the file is missing (the message gives the Zenodo record URL) or is
@@ -255,23 +431,25 @@ def load_panns_cnn14(path: str | os.PathLike = Path("pretrained") / PANNS_CNN14_
     state = state.get("model", state) if isinstance(state, dict) else None
     if not isinstance(state, dict) or "conv_block1.conv1.weight" not in state:
         raise CheckpointError(f"{path} is not a PANNs CNN14 checkpoint (no conv_block1.conv1.weight)")
-    model = Cnn14(n_freq=64, n_classes=n_classes)
+    model = Cnn14(n_freq=int(n_freq), n_classes=n_classes)
     own = model.state_dict()
+    skip = ("fc_audioset",) + (("bn0.",) if int(n_freq) != 64 else ())
     new = {}
     for k, v in state.items():
         if k.startswith("bn0."):
             k = "bn0.bn." + k[len("bn0."):]
-        if k not in own or k.startswith("fc_audioset"):
+        if k not in own or k.startswith(skip):
             continue
         if v.dim() == 4:  # conv kernels [out, in, time, mel] -> [out, in, mel, time]
             v = v.transpose(2, 3)
         if own[k].shape != v.shape:
             raise CheckpointError(f"{path}: {k} has shape {tuple(v.shape)}, CNN14 expects {tuple(own[k].shape)}")
         new[k] = v
-    missing = [k for k in own if k not in new and not k.startswith("fc_audioset")]
+    missing = [k for k in own if k not in new and not k.startswith(skip)]
     if missing:
         raise CheckpointError(f"{path} lacks CNN14 weights {missing[:3]}")
     model.load_state_dict(new, strict=False)
+    model._audiointerp_architecture = "Cnn14"
     return model
 
 
@@ -290,7 +468,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, arch_args: dict, 
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {
         "format": CHECKPOINT_FORMAT,
-        "architecture": type(model).__name__,
+        "architecture": architecture_name(model),
         "arch_args": dict(arch_args),
         "features": features.to_dict(),
         "class_names": list(class_names),
@@ -364,30 +542,46 @@ def load_weights(model: nn.Module, state_dict: dict, context: str) -> nn.Module:
     return model
 
 
-def load_classifier(path: str | os.PathLike, features: FeatureConfig | None = None):
+def load_classifier(path: str | os.PathLike, features: FeatureConfig | None = None, device=None):
     """Load a classifier checkpoint.
 
     Args:
         path: file written by :func:`save_checkpoint`.
         features: optional feature configuration the caller intends to use; it must equal the
             checkpoint's.
+        device: where the model goes (:func:`audiointerp.devices.resolve_device`: ``"auto"``,
+            ``"cpu"``, ``"cuda:N"``, ...); None keeps it on the CPU.
 
     Returns:
-        ``(model, extractor, ckpt)``: the model in eval mode (channels_last), a
+        ``(model, extractor, ckpt)``: the model in eval mode (channels_last) on ``device``, a
         :class:`FeatureExtractor` with the checkpoint's feature configuration, and the
         checkpoint dict (class names, metrics, ...).
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`; ``features`` differing from the
-            checkpoint's (both are quoted); weights that do not fit the architecture.
+            checkpoint's (both are quoted); an architecture that cannot be imported or built;
+            weights that do not fit it; a model (not one of :data:`ARCHITECTURES`) that breaks the
+            contract (:func:`check_contract`).
+        ConfigError: a device that is not present.
     """
+    from .devices import resolve_device
+
     ckpt = read_checkpoint(path)
     cfg = FeatureConfig.from_dict(ckpt["features"])
     if features is not None and features != cfg:
         raise CheckpointError(f"{path} was trained on features {cfg.to_dict()}, not {features.to_dict()}")
-    model = build_model(ckpt["architecture"], **ckpt["arch_args"])
+    try:
+        model = build_model(ckpt["architecture"], **ckpt["arch_args"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     load_weights(model, ckpt["state_dict"], f"{path}: weights do not fit {ckpt['architecture']}({ckpt['arch_args']})")
-    model.eval().to(memory_format=torch.channels_last)
+    if ckpt["architecture"] not in ("CompactCNN", "Cnn14"):
+        try:
+            check_contract(model, cfg.n_freq, cfg.n_frames, len(ckpt["class_names"]))
+        except ConfigError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+    dev = resolve_device("cpu" if device is None else device)
+    model.eval().to(dev, memory_format=torch.channels_last)
     return model, FeatureExtractor(cfg), ckpt
 
 
@@ -403,11 +597,13 @@ def clone_state(model: nn.Module) -> dict:
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, feats: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Logits ``[n, n_classes]`` (float32) of features ``[n, 1, n_freq, n_frames]`` (dB) in eval mode,
-    ``batch_size`` clips per forward pass (channels_last); the model's training flag is restored."""
+    """Logits ``[n, n_classes]`` (float32, on the model's device) of features ``[n, 1, n_freq, n_frames]``
+    (dB, on any device: each batch is moved to the model's) in eval mode, ``batch_size`` clips per
+    forward pass (channels_last); the model's training flag is restored."""
     was_training = model.training
     model.eval()
-    out = [model(feats[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+    dev = next(iter(model.parameters()), feats).device
+    out = [model(feats[i:i + batch_size].to(dev).contiguous(memory_format=torch.channels_last))
            for i in range(0, len(feats), batch_size)]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    return torch.cat(out) if out else torch.empty(0, device=dev)

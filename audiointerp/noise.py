@@ -18,6 +18,12 @@ Noise files of any rate and channel count are downmixed and resampled to the mod
 optional start offset (seconds) skips into the noise, and a noise shorter than the clip is
 repeated. The mix is peak-normalised like every clip (:func:`audiointerp.audio_io.peak_normalise`),
 which scales clip and noise alike and so keeps the SNR.
+
+``mixture`` is SpeechBrain's out-of-distribution protocol for its ESC-50 interpreters (Paissan et
+al., L-MAC, ICML 2024): each clip s1 is mixed with another clip s2 of the same fold and of a
+different class (a seeded choice, :func:`mixture_partners`) as ``0.8·s1/‖s1‖ + 0.2·s2/‖s2‖`` (alpha
+0.8: 12 dB), the label staying that of s1. Its "noise" is per clip, so the caller passes the
+partners' waveforms to :meth:`NoiseSpec.apply`.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ NOISE_FILES = {
     "horse": "149024__foxen10__horse_whinny.wav",
 }
 GENERATED = {"white_gen": ("white", "white_seed0.flac"), "pink": ("pink", "pink_seed0.flac")}
-CONDITIONS = ("clean", *NOISE_FILES, *GENERATED)
+MIXTURE = "mixture"
+CONDITIONS = ("clean", *NOISE_FILES, *GENERATED, MIXTURE)
 DEFAULT_ALPHA = 0.6
+MIXTURE_ALPHA = 0.8  # SpeechBrain's 0.8·s1 + 0.2·s2: 20·log10(0.8/0.2) ≈ 12.04 dB
 GENERATED_RATE = 16000
 GENERATED_SECONDS = 5.0
 
@@ -256,21 +264,49 @@ def write_generated_noises(folder: str | os.PathLike = REPO_NOISES) -> dict:
             for name, (colour, fname) in GENERATED.items()}
 
 
+def mixture_partners(labels, seed: int = 0) -> np.ndarray:
+    """For each clip, the index of its ``mixture`` partner: a clip of another class, seeded.
+
+    Args:
+        labels: int ``[n_clips]`` class of each clip (one fold, in dataset order).
+        seed: the draw's seed (the same seed and labels always give the same partners).
+
+    Returns:
+        int64 ``[n_clips]``: ``partners[i]`` is drawn uniformly among the clips whose class differs
+        from clip i's (never i itself, never its class).
+
+    Raises:
+        ConfigError: fewer than two classes (no partner of another class exists).
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(np.unique(labels)) < 2:
+        raise ConfigError(f"the mixture condition needs clips of at least two classes, got {len(np.unique(labels))}")
+    rng = np.random.default_rng(int(seed))
+    out = np.empty(len(labels), dtype=np.int64)
+    for i, c in enumerate(labels):
+        others = np.flatnonzero(labels != c)
+        out[i] = others[rng.integers(len(others))]
+    return out
+
+
 @dataclass(frozen=True)
 class NoiseSpec:
     """A listening condition and its mixing level.
 
     Attributes:
-        condition: ``clean``, a name of :data:`CONDITIONS`, or a noise file path.
-        alpha: the clip weight (None: 0.6 unless ``snr_db`` is given).
+        condition: ``clean``, a name of :data:`CONDITIONS` (``mixture``: another clip of the fold),
+            or a noise file path.
+        alpha: the clip weight (None: 0.6, or 0.8 for ``mixture``, unless ``snr_db`` is given).
         snr_db: clip-to-noise ratio in dB (instead of ``alpha``).
-        offset: seconds skipped at the start of the noise file.
+        offset: seconds skipped at the start of the noise file (not for ``mixture``).
+        seed: the seed of the ``mixture`` partners (:func:`mixture_partners`).
     """
 
     condition: str = "clean"
     alpha: float | None = None
     snr_db: float | None = None
     offset: float = 0.0
+    seed: int = 0
 
     def validate(self) -> "NoiseSpec":
         """Check the condition, its level and offset, and that its noise file exists.
@@ -299,9 +335,30 @@ class NoiseSpec:
             return self
         if float(offset) < 0:
             raise ConfigError(f"noise offset must be a finite number of seconds >= 0, got {offset!r}")
-        noise_path(self.condition)
-        mixing_alpha(self.alpha, self.snr_db)
+        if self.is_mixture:
+            if float(offset) != 0.0:
+                raise ConfigError(f"offset={offset!r} was given with the mixture condition, whose partners are whole "
+                                  f"clips; drop the offset")
+        else:
+            noise_path(self.condition)
+        _ = self.alpha_used  # checks the level
         return self
+
+    @property
+    def is_mixture(self) -> bool:
+        """True for the ``mixture`` condition (each clip mixed with another clip of the fold)."""
+        return self.condition == MIXTURE
+
+    @property
+    def alpha_used(self) -> float:
+        """The clip's weight in the mix (:func:`mixing_alpha`; ``mixture`` defaults to 0.8).
+
+        Raises:
+            ConfigError: a bad level.
+        """
+        if self.is_mixture and self.alpha is None and self.snr_db is None:
+            return MIXTURE_ALPHA
+        return mixing_alpha(self.alpha, self.snr_db)
 
     @property
     def is_clean(self) -> bool:
@@ -317,8 +374,10 @@ class NoiseSpec:
         name = self.condition if self.condition in CONDITIONS else "file-" + Path(self.condition).stem
         if self.snr_db is not None:
             name += f"_snr{float(self.snr_db):g}dB"
-        elif self.alpha is not None and float(self.alpha) != DEFAULT_ALPHA:
+        elif self.alpha is not None and float(self.alpha) != (MIXTURE_ALPHA if self.is_mixture else DEFAULT_ALPHA):
             name += f"_alpha{float(self.alpha):g}"
+        if self.is_mixture and self.seed:
+            name += f"_seed{int(self.seed)}"
         if self.offset:
             name += f"_off{float(self.offset):g}s"
         return name
@@ -327,15 +386,34 @@ class NoiseSpec:
         """JSON-able record for run.json (file, sha256, alpha, SNR in dB, offset), None if clean."""
         if self.is_clean:
             return None
-
+        a = self.alpha_used
+        if self.is_mixture:
+            return {**asdict(self), "label": self.label, "file": None, "sha256": None,
+                    "partners": "another clip of the same fold and of a different class (noise.mixture_partners)",
+                    "alpha_used": a, "snr_db_used": snr_from_alpha(a)}
         p = noise_path(self.condition)
-        a = mixing_alpha(self.alpha, self.snr_db)
         return {**asdict(self), "label": self.label, "file": str(p), "sha256": file_sha256(p),
                 "alpha_used": a, "snr_db_used": snr_from_alpha(a)}
 
-    def apply(self, clips: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    def apply(self, clips: torch.Tensor, sample_rate: int, partners: torch.Tensor | None = None) -> torch.Tensor:
         """Mix this condition's noise into ``clips [..., n_samples]`` at ``sample_rate`` Hz
-        (clean: returned unchanged)."""
+        (clean: returned unchanged).
+
+        Args:
+            partners: for ``mixture`` only: each clip's partner waveform, same shape as ``clips``.
+
+        Raises:
+            ConfigError: ``mixture`` without partners of the clips' shape; partners for another
+                condition.
+        """
+        if self.is_mixture:
+            if partners is None or tuple(partners.shape) != tuple(clips.shape):
+                got = None if partners is None else tuple(partners.shape)
+                raise ConfigError(f"the mixture condition needs each clip's partner waveform ({tuple(clips.shape)}), "
+                                  f"got {got}")
+            return mix(clips, partners, alpha=self.alpha_used)
+        if partners is not None:
+            raise ConfigError(f"partners are for the mixture condition, not {self.condition!r}")
         if self.is_clean:
             return clips
         p = noise_path(self.condition)

@@ -54,8 +54,8 @@ CLIP_SET = "clip_set"
 COUNT_COLUMNS = ("clips", "masks", "domains", "methods", "conditions", "models", "n")
 #: marker of the rows of a comparison group whose clip sets differ (no best value marked)
 DAGGER = "†"
-METHOD_ORDER = ["saliency", "gradcam", "shap", "piq", "l2i"]
-CONDITION_ORDER = ["clean", "white", "white_gen", "pink", "room", "horse"]
+METHOD_ORDER = ["saliency", "gradcam", "shap", "lime", "piq", "l2i", "lmac", "lmac_ft"]  # then captum:* by name
+CONDITION_ORDER = ["clean", "white", "white_gen", "pink", "room", "horse", "mixture"]
 DOMAIN_ORDER = ["spectrogram", "audio"]
 
 

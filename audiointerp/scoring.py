@@ -5,7 +5,7 @@ The steps every experiment shares, in one place, used alike by the runner
 clip) and the overlap test (:mod:`audiointerp.overlap`, mixtures):
 
 1. :func:`condition_features` — features of a dataset's clips under a listening condition
-   (clean from the content-addressed feature cache, or background noise mixed in);
+   (clean, or background noise mixed in), both from the content-addressed feature cache;
 2. :func:`class_probabilities` — one softmax of the classifier's logits;
 3. :func:`explain` — the attribution map of a method and, when the method has the
    :class:`~audiointerp.interpret.NativeMask` capability, its own mask (asked for here, so no
@@ -34,7 +34,6 @@ from .masks import DEFAULT_K, DEFAULT_TAU, NATIVE, apply_log1p_mask, apply_mask,
 from .metrics import comp, score, sps
 from .models import predict_logits
 from .processing import (
-    features,
     features_only,
     linear_to_feature_grid,
     magnitude_to_audio,
@@ -48,27 +47,27 @@ DOMAINS = ("spectrogram", "audio")
 
 
 def condition_features(ds, fcfg, noise, progress: bool = False, batch_size: int = 64) -> torch.Tensor:
-    """Features ``[n_clips, 1, n_freq, n_frames]`` (dB) of every clip of ``ds`` under ``noise``.
+    """Features ``[n_clips, 1, n_freq, n_frames]`` (dB, float32) of every clip of ``ds`` under ``noise``.
 
-    Clean features come from the content-addressed feature cache
-    (:func:`audiointerp.data.fold_features`); noisy ones are mixed
-    (:meth:`audiointerp.noise.NoiseSpec.apply`) and computed in batches of ``batch_size`` clips.
+    Both come from the content-addressed, file-locked on-disk cache, computed once per (clips,
+    condition, feature configuration) and shared by every process (a run, the grid's workers):
+    clean features from :func:`audiointerp.data.fold_features`; noisy ones, mixed by
+    :meth:`audiointerp.noise.NoiseSpec.apply` in batches of ``batch_size`` clips, from
+    :func:`audiointerp.data.mixed_features` (keyed by the clips' names and digests, the noise
+    file's SHA-256, alpha, offset and the feature configuration).
 
     Args:
         ds: an :class:`audiointerp.data.ESC50`; fcfg: its feature configuration;
         noise: a :class:`audiointerp.noise.NoiseSpec`.
+
+    Raises:
+        DatasetError / AudioFileError: a missing or bad clip (named); ConfigError: a bad noise.
     """
-    from .data import fold_features
+    from .data import fold_features, mixed_features
 
     if noise.is_clean:
-        return fold_features(ds, fcfg, progress=progress)
-    from tqdm.auto import tqdm
-
-    out = []
-    for s in tqdm(range(0, len(ds), batch_size), desc=f"{noise.label} features", disable=not progress):
-        wav = noise.apply(ds.waveforms(range(s, min(s + batch_size, len(ds)))), fcfg.sample_rate)
-        out.append(features(wav, fcfg)[0])
-    return torch.cat(out) if out else torch.empty(0, *fcfg.shape)
+        return fold_features(ds, fcfg, batch_size=batch_size, progress=progress)
+    return mixed_features(ds, fcfg, noise, batch_size=batch_size, progress=progress)
 
 
 def class_probabilities(model, feats: torch.Tensor, batch_size: int = 256) -> torch.Tensor:

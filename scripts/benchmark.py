@@ -7,9 +7,14 @@ Measures on this machine, for a checkpoint:
   * the audio domain: re-synthesis of one chunk's masked inputs (gain and pinv inversions),
     re-analysis, and the reconstruction SNR of unmasked clips through each inversion;
   * clips/s of each method through the real runner on --clips clips (both domains), and the
-    projected minutes of the full fold (all methods).
+    projected minutes of the full fold (all methods);
+  * LIME (--lime-clips real fold-5 clips, --lime-nsamples samples): s/clip beside its bare
+    forward passes (the same number of inputs, in the same batches, through the same
+    BatchNorm-folded model, and through the model as loaded), and the ratio; each clip's LIME and
+    its bare passes are timed back to back, so a busy CPU slows both.
 
 Usage: .venv/bin/python scripts/benchmark.py --checkpoint weights/compact_mel.pt [--clips 40]
+       [--lime-clips 4] [--lime-only]
 """
 
 from __future__ import annotations
@@ -30,6 +35,45 @@ def timed(fn, repeat=3):
     return (time.perf_counter() - t) / repeat
 
 
+def lime_cost(model, feats: torch.Tensor, nsamples: int, batch: int) -> None:
+    """Print LIME's seconds per clip beside its bare forward passes (see the module docstring)."""
+    from audiointerp.interpret import make_method
+
+    lime = make_method("lime", model, lime_nsamples=nsamples, lime_batch=batch)
+    with torch.inference_mode():
+        target = model(feats.contiguous(memory_format=torch.channels_last)).argmax(1)
+
+    def bare(m, x):
+        """``nsamples`` forward passes of ``x`` in LIME's batches (inputs built once, not timed)."""
+        sizes = [batch] * (nsamples // batch) + ([nsamples % batch] if nsamples % batch else [])
+        inputs = {n: x.expand(n, *x.shape[1:]).contiguous(memory_format=torch.channels_last) for n in set(sizes)}
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for n in sizes:
+                torch.softmax(m(inputs[n]), dim=1)
+        return time.perf_counter() - t
+
+    lime.attribute(feats[:1], target[:1], seeds=[0])  # warm-up: imports, allocator
+    t_lime = t_seg = t_fused = t_model = 0.0
+    for i in range(len(feats)):
+        x = feats[i:i + 1]
+        t = time.perf_counter()
+        lime.segments(x, seeds=[i])
+        t_seg += time.perf_counter() - t
+        t = time.perf_counter()
+        lime.attribute(x, target[i:i + 1], seeds=[i])
+        t_lime += time.perf_counter() - t
+        t_fused += bare(lime.scorer, x)
+        t_model += bare(model, x)
+    n = len(feats)
+    print(f"\nLIME ({nsamples} samples, quickshift, batches of {batch}), mean of {n} fold-5 clips: "
+          f"{t_lime / n:.2f} s/clip (quickshift {t_seg / n:.2f} s of it)")
+    print(f"  bare forward passes ({nsamples} inputs, same batches): {t_fused / n:.2f} s/clip through the "
+          f"BatchNorm-folded model LIME uses, {t_model / n:.2f} s/clip through the model as loaded")
+    print(f"  ratio LIME / bare passes: {t_lime / t_fused:.2f} (folded), {t_lime / t_model:.2f} (as loaded); "
+          f"the prior art: 13.5 s/clip on this CPU")
+
+
 def main() -> None:
     """Measure and print the figures of the main job (see the module docstring)."""
     from audiointerp.data import ESC50, fold_features
@@ -43,12 +87,20 @@ def main() -> None:
     ap.add_argument("--methods", default="saliency,gradcam,shap")
     ap.add_argument("--shap-nsamples", type=int, default=32)
     ap.add_argument("--fold-size", type=int, default=400)
+    ap.add_argument("--lime-clips", type=int, default=4, help="clips for the LIME cost (0: skip)")
+    ap.add_argument("--lime-nsamples", type=int, default=1000)
+    ap.add_argument("--lime-batch", type=int, default=50)
+    ap.add_argument("--lime-only", action="store_true", help="only the LIME cost")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     model, extractor, ckpt = load_classifier(args.checkpoint)
     cfg = extractor.cfg
     ds = ESC50(None, (5,), cfg.sample_rate, cfg.duration)
+    if args.lime_clips:
+        lime_cost(model, fold_features(ds, cfg)[:args.lime_clips], args.lime_nsamples, args.lime_batch)
+    if args.lime_only:
+        return
     t = time.perf_counter()
     wav = ds.waveforms(range(64))
     t_read = time.perf_counter() - t

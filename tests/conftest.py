@@ -19,6 +19,48 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["dog", "rain", "siren"]
 
+#: Source of a user's own classifiers (written to a temporary file by the tests that bring their own model):
+#: TinyNet honours the contract; Broken, WrongShape and NoCam break it.
+USER_MODEL = """
+import torch
+import torch.nn as nn
+
+
+class TinyNet(nn.Module):
+    \"\"\"A user's classifier: features [batch, 1, n_freq, n_frames] -> logits [batch, n_classes].\"\"\"
+
+    def __init__(self, n_freq=64, n_classes=3, width=4):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3, padding=1)
+        self.fc = nn.Linear(width, n_classes)
+
+    @property
+    def cam_layer(self):
+        return self.conv
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv((x + 50) / 50)).mean(dim=(2, 3)))
+
+
+class Broken(TinyNet):
+    def forward(self, x):
+        return super().forward(x).sum(1)
+
+
+class WrongShape(TinyNet):
+    def forward(self, x):
+        return super().forward(x)[:, :1]
+
+
+class NoCam(nn.Module):
+    def __init__(self, n_freq=64, n_classes=3):
+        super().__init__()
+        self.fc = nn.Linear(n_freq, n_classes)
+
+    def forward(self, x):
+        return self.fc(x.mean(-1)[:, 0])
+"""
+
 
 def make_synthetic_esc50(root: Path, per_fold: int = 2, sr: int = 22050, duration: float = 1.0) -> Path:
     """An ESC-50-shaped folder: 5 folds x 3 classes x ``per_fold`` clips, FLAC at ``sr`` Hz.

@@ -17,13 +17,14 @@ MODULES = ["audiointerp"] + sorted(m.name for m in pkgutil.walk_packages(audioin
 
 # The layers, lowest first: a module may import only from its own layer or a lower one.
 LAYERS = [
-    {"errors", "settings", "provenance", "config", "metrics"},  # foundations
+    {"errors", "settings", "provenance", "config", "metrics", "devices"},  # foundations
     {"audio_io", "processing", "noise", "data", "results_io", "stats", "render"},  # data and features, logs
     {"models", "nmf", "fit", "evaluate"},  # classifiers
     {"learned", "interpret"},  # attribution
     {"masks"},  # masks
     {"scoring"},  # the scoring layer
     {"runner", "explore", "overlap"},  # orchestration: thin siblings over scoring
+    {"grid"},  # the experiment grid on Dask, over the runner
     {"figures", "tables", "__main__"},  # tables, command line
 ]
 

@@ -1,4 +1,5 @@
-"""Attribution methods on tiny models: exact values, Grad-CAM orientation, SHAP completeness, batches."""
+"""Attribution methods on tiny models: exact values, Grad-CAM orientation, SHAP completeness, LIME,
+captum classes by name, batches."""
 
 import pytest
 import torch
@@ -128,8 +129,9 @@ def test_batch_consistency(name):
 
 
 def test_unknown_method_lists_valid_names():
-    with pytest.raises(ConfigError, match="gradcam, l2i, piq, saliency, shap"):
-        make_method("lime", Linear())
+    with pytest.raises(ConfigError, match=r"unknown method 'limes'; valid methods: captum:<ClassName>, gradcam, l2i, "
+                                          r"lime, lmac, lmac_ft, piq, saliency, shap"):
+        make_method("limes", Linear())
 
 
 def test_bad_inputs_are_clear_errors():
@@ -194,3 +196,171 @@ def test_shap_background_without_training_folds_is_one_error(tmp_path, synthetic
     meta[meta["fold"] == 5].to_csv(root / "meta" / "esc50.csv", index=False)
     with pytest.raises(DatasetError, match="training folds"):
         shap_background(root, FeatureConfig(kind="mel", duration=1.0))
+
+
+# --- LIME --------------------------------------------------------------------------------------
+
+class RegionMax(nn.Module):
+    """Class 1's logit is 0.2 (max of x over rows 8-15, frames 40-55 + 30): only that region counts,
+    and replacing it by its mean lowers the logit (a linear logit would not see mean filling)."""
+
+    def forward(self, x):
+        r = x[:, 0, 8:16, 40:56].amax((1, 2))
+        return torch.stack([torch.zeros_like(r), 0.2 * (r + 30)], 1)
+
+
+def _blobs(n=1):
+    """``[n, 1, 32, 96]`` dB maps: a quiet floor and four textured blobs, one of them the region."""
+    g = torch.Generator().manual_seed(0)
+    x = -80 + 4 * torch.rand(n, 1, 32, 96, generator=g)
+    for r, c in [(8, 40), (8, 4), (20, 70), (20, 20)]:
+        x[..., r:r + 8, c:c + 16] = -30 + 10 * torch.rand(n, 1, 8, 16, generator=g)
+    return x
+
+
+def test_lime_grid_puts_the_weight_on_the_region_patch():
+    from audiointerp.interpret import LimeMethod
+
+    x = _blobs()
+    m = make_method("lime", RegionMax(), lime_segmentation="grid", lime_grid=(8, 20), lime_nsamples=300, seed=0)
+    assert isinstance(m, LimeMethod) and m.stochastic
+    a = m.attribute(x, torch.tensor([1]), seeds=[0])
+    assert a.shape == x.shape and a.dtype == torch.float32
+    region = torch.zeros(32, 96, dtype=torch.bool)
+    region[8:16, 40:60] = True  # the grid patch (1, 2), which holds the region (rows 8-15, frames 40-55)
+    inside, outside = a[0, 0][region], a[0, 0][~region]
+    assert (inside == inside[0]).all()  # one superpixel, one weight
+    assert inside[0] > 0.2 and outside.abs().max() < 0.02 * inside[0]  # the Ridge surrogate leaks a little
+
+
+def test_lime_quickshift_puts_the_largest_weight_on_the_region_superpixel():
+    from audiointerp.interpret import LimeMethod
+
+    x = _blobs()
+    m = LimeMethod(RegionMax(), nsamples=300, seed=0)
+    a = m.attribute(x, 1, seeds=[0])
+    seg = m.segments(x, seeds=[0])[0, 0]
+    region_label = seg[8:16, 40:56].unique()
+    assert region_label.numel() == 1  # the region lies in one superpixel
+    weights = {int(lab): a[0, 0][seg == lab] for lab in seg.unique()}
+    assert all((w == w[0]).all() for w in weights.values())  # piecewise constant on the superpixels
+    top = max(weights, key=lambda lab: weights[lab][0])
+    assert top == int(region_label) and weights[top][0] > 0.5
+    assert max(abs(float(w[0])) for lab, w in weights.items() if lab != top) < 0.05 * float(weights[top][0])
+
+
+def test_quickshift_segments_cover_the_map_exactly_once():
+    from audiointerp.interpret import grid_segments, quickshift_segments
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 120, generator=g).cumsum(1)  # smooth along time: structure to segment
+    seg = quickshift_segments(x, seed=0)
+    assert seg.shape == x.shape and seg.dtype == torch.int64
+    counts = torch.bincount(seg.flatten())
+    assert seg.min() == 0 and (counts > 0).all() and counts.sum() == x.numel()  # labels 0..n-1, each used
+    assert len(counts) > 1
+    assert torch.equal(seg, quickshift_segments(x, seed=0))  # seeded
+    constant = quickshift_segments(torch.full((8, 10), -100.0))  # a silent map: no division by zero
+    assert constant.shape == (8, 10) and constant.min() == 0
+    grid = grid_segments(5, 7, (2, 3))
+    assert grid.tolist() == [[0, 0, 0, 1, 1, 1, 2], [0, 0, 0, 1, 1, 1, 2], [3, 3, 3, 4, 4, 4, 5],
+                             [3, 3, 3, 4, 4, 4, 5], [6, 6, 6, 7, 7, 7, 8]]
+
+
+def test_superpixel_means_is_lime_off_value():
+    from audiointerp.interpret import superpixel_means
+
+    x = torch.tensor([[1.0, 3.0, -100.0], [5.0, 0.0, -20.0]])
+    seg = torch.tensor([[0, 0, 1], [2, 0, 1]])
+    torch.testing.assert_close(superpixel_means(x, seg), torch.tensor([[4 / 3, 4 / 3, -60.0], [5.0, 4 / 3, -60.0]]))
+
+
+def test_lime_reproducible_under_its_seed_and_independent_of_the_batch():
+    x = _blobs(3) + torch.randn(3, 1, 32, 96, generator=torch.Generator().manual_seed(1))
+    target = torch.tensor([1, 0, 1])
+    m = make_method("lime", RegionMax(), lime_nsamples=100, lime_batch=32, seed=7)
+    batch = m.attribute(x, target, seeds=[10, 11, 12])
+    single = m.attribute(x[1:2], target[1:2], seeds=[11])
+    torch.testing.assert_close(batch[1:2], single, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m.attribute(x, target, seeds=[10, 11, 12]), batch, rtol=0, atol=0)
+    other = make_method("lime", RegionMax(), lime_nsamples=100, lime_batch=32, seed=8).attribute(x[:1], 1, seeds=[10])
+    assert not torch.equal(other, batch[:1])  # another seed draws other samples
+    rebatched = make_method("lime", RegionMax(), lime_nsamples=100, lime_batch=7, seed=7).attribute(x[:1], 1, seeds=[10])
+    torch.testing.assert_close(rebatched, batch[:1], rtol=1e-4, atol=1e-6)  # batch size: float rounding only
+
+
+@pytest.mark.parametrize("kw, word", [({"lime_nsamples": 1}, "lime_nsamples must be an integer >= 2"),
+                                      ({"lime_batch": 0}, "lime_batch must be an integer >= 1"),
+                                      ({"lime_segmentation": "slic"}, "unknown LIME segmentation 'slic'"),
+                                      ({"lime_grid": (8, 0)}, "lime_grid must be two positive integers")])
+def test_lime_bad_options_are_one_error(kw, word):
+    with pytest.raises(ConfigError, match=word):
+        make_method("lime", RegionMax(), **kw)
+
+
+# --- captum classes by name --------------------------------------------------------------------
+
+def test_captum_integrated_gradients_on_a_linear_model_with_the_silence_baseline():
+    """IG of a linear model is exact: (x - baseline) * w, with baseline = -100 dB by default."""
+    model = Linear()
+    x = torch.randn(2, 1, F_, T_, generator=torch.Generator().manual_seed(2)) * 10 - 50
+    target = torch.tensor([2, 0])
+    m = make_method("captum:IntegratedGradients", model, method_args={"n_steps": 8})
+    assert m.name == "captum:IntegratedGradients" and not m.stochastic
+    a = m.attribute(x, target)
+    w = model.w.detach()
+    torch.testing.assert_close(a.flatten(1), (x + 100).flatten(1) * w[target], rtol=1e-4, atol=1e-4)
+    b = make_method("captum:IntegratedGradients", model, method_args={"baselines": -60}).attribute(x, target)
+    torch.testing.assert_close(b.flatten(1), (x + 60).flatten(1) * w[target], rtol=1e-4, atol=1e-4)
+
+
+def test_captum_occlusion_with_a_window_from_the_options():
+    """Occlusion of a linear model, windows tiling the map: every bin of a window gets the logit drop
+    of silencing that window, sum over the window of w * (x + 100)."""
+    model = Linear()
+    x = torch.randn(1, 1, F_, T_, generator=torch.Generator().manual_seed(4)) * 10 - 50
+    m = make_method("captum:Occlusion", model, method_args={"sliding_window_shapes": [4, 6], "strides": [4, 6]})
+    a = m.attribute(x, torch.tensor([1]))[0, 0]
+    contrib = (model.w[1].detach().view(F_, T_) * (x[0, 0] + 100))
+    expected = contrib.view(4, 4, 4, 6).sum((1, 3))  # [4 row windows, 4 column windows]
+    torch.testing.assert_close(a, expected.repeat_interleave(4, 0).repeat_interleave(6, 1), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:Setting .*hooks:UserWarning")
+def test_captum_methods_by_name_answer_the_verb():
+    from audiointerp.interpret import check_method
+
+    model = _cam_model()
+    x = torch.randn(2, 1, F_, T_)
+    for name, args in [("captum:DeepLift", {}), ("captum:GuidedBackprop", {}), ("captum:InputXGradient", {}),
+                       ("captum:GradientShap", {"n_samples": 3, "baselines": [-100, -80]})]:
+        assert check_method(name) == name
+        m = make_method(name, model, method_args=args, seed=1)
+        a = m.attribute(x, torch.tensor([0, 2]), seeds=[4, 5])
+        assert a.shape == x.shape and a.dtype == torch.float32 and torch.isfinite(a).all(), name
+        if m.stochastic:  # seeded per clip, independent of the batch
+            torch.testing.assert_close(m.attribute(x[1:], torch.tensor([2]), seeds=[5]), a[1:])
+    ixg = make_method("captum:InputXGradient", Linear()).attribute(x, torch.tensor([1, 1]))
+    torch.testing.assert_close(ixg.flatten(1), x.flatten(1) * Linear().w[1].detach())
+
+
+@pytest.mark.parametrize("name, args, word", [
+    ("captum:Integrated", {}, "unknown captum attribution class 'Integrated'.*classes that fit: Deconvolution"),
+    ("captum:LayerGradCam", {}, "'captum:LayerGradCam' does not fit attribute.*layer or neuron method"),
+    ("captum:NoiseTunnel", {}, "wraps another attribution method"),
+    ("captum:FeaturePermutation", {}, "depends on its batch"),
+    ("captum:IntegratedGradients", {"n_step": 8}, "unsupported argument 'n_step' for captum:IntegratedGradients"),
+    ("captum:IntegratedGradients", {"target": 1}, r"method_args\['target'\] .* is set by audiointerp"),
+    ("captum:Occlusion", {}, "captum:Occlusion needs 'sliding_window_shapes' in method_args"),
+    ("captum:DeepLiftShap", {}, "needs a distribution of baselines"),
+    ("captum:IntegratedGradients", {"baselines": "silence"}, "baselines.* must be a dB level"),
+])
+def test_unknown_or_unfit_captum_class_is_one_error(name, args, word):
+    from audiointerp.interpret import check_method
+
+    with pytest.raises(ConfigError, match=word):
+        if args:
+            make_method(name, Linear(), method_args=args)
+        else:
+            check_method(name)
+            make_method(name, Linear())

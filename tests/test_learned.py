@@ -82,7 +82,7 @@ def test_interpreter_output_covers_every_stft_frame(toy, kind):
     net = new_interpreter(kind, cfg, hidden.shape[1:], 3, _W())
     mask, amap = net.explain(hidden, logits.argmax(1))
     assert mask.shape == amap.shape == (6, 257, cfg.n_frames)  # 101 frames: none dropped
-    assert float(mask.min()) >= 0 and float(mask.max()) <= 1
+    assert float(mask.detach().min()) >= 0 and float(mask.detach().max()) <= 1
 
 
 def test_vq_partition_gives_each_class_only_its_own_keys(toy):

@@ -44,9 +44,9 @@ def test_hand_computed_values():
     assert v["pos_thresh_25"] == [0, 0, 0, 1, 1]
     assert v["pos_thresh_50"] == [0, 0, 0, 0, 1]
     assert v["pos_thresh_75"] == [0, 0, 0, 0, 1]
-    assert v["topK_20_pos"] == [0, 0, 0, 0, 1]  # round(0.2*5) = 1 value
-    assert v["topK_40_pos"] == [0, 0, 0, 1, 1]  # 2 values, both positive
-    assert v["topK_60_pos"] == [0, 0, 0, 1, 1]  # 3 wanted, only 2 positive: never more
+    assert v["topK_20_pos"] == [0, 0, 0, 0, 1]  # topK_20, positives only
+    assert v["topK_40_pos"] == [0, 0, 0, 1, 1]  # topK_40: both positive
+    assert v["topK_60_pos"] == [0, 0, 0, 1, 1]  # topK_60 keeps 0 too, which is not positive
 
 
 def test_ranges():
@@ -155,3 +155,35 @@ def test_apply_mask_formula_and_broadcast():
 def test_minmax_functions_direct():
     assert minmax(A).flatten().tolist() == pytest.approx([0, 0.2, 0.4, 0.6, 1.0])
     assert minmax_pos(A).flatten().tolist() == pytest.approx([0, 0, 0, 1 / 3, 1])
+
+
+def test_tie_rule_keeps_a_tied_piece_whole():
+    """On a piecewise-constant map (LIME superpixels) topK_k and topK_k_pos share the threshold
+    q_{1-k}(A): a piece tied at the threshold is kept whole, never split by index order."""
+    pieces = torch.tensor([3.0, 1.0, 2.0, 0.5])  # four superpixels of 5, 5, 6 and 8 bins (N = 24)
+    labels = torch.tensor([0] * 5 + [2] * 6 + [1] * 5 + [3] * 8)
+    a = pieces[labels].view(1, 1, 4, 6)
+    for k in (0.05, 0.3, 0.5, 0.7):
+        assert torch.equal(top_k_pos(a, k), top_k(a, k)), k  # positive map: identical masks
+    # k = 0.3: q_0.7 = 2 (linear interpolation over the 24 values) -> the pieces 3 and 2 (11 bins, 46 %)
+    kept = top_k_pos(a, 0.3).flatten()
+    assert kept.tolist() == [1.0] * 11 + [0.0] * 13
+    for k in (0.05, 0.3, 0.5):  # every piece is all in or all out
+        m = top_k_pos(a, k).flatten()
+        assert all(m[labels == p].min() == m[labels == p].max() for p in range(4)), k
+    m = make_masks(a, k=(0.3,), names=["topK_30", "topK_30_pos"])
+    assert torch.equal(m["topK_30"], m["topK_30_pos"])
+
+
+def test_topk_pos_is_topk_on_positives_and_never_all_ones():
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(3, 1, 10, 12, generator=g)
+    a[1] = a[1].abs() + 0.1  # one positive clip
+    a[2] = -a[2].abs()  # one clip without positive values
+    a[0, 0, 0, 0] = 0.0  # an exact zero is not positive
+    for k in (0.05, 0.3, 0.5, 1.0):
+        torch.testing.assert_close(top_k_pos(a, k), top_k(a, k) * (a > 0))
+        assert torch.equal(top_k_pos(a[1:2], k), top_k(a[1:2], k))
+        assert top_k_pos(a, k)[2].sum() == 0
+        assert not bool(top_k_pos(a[:1], k).all())  # never all ones on a map with non-positive values
+    assert top_k_pos(a[1:2], 1.0).all()  # a positive map at k = 1: everything

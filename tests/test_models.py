@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import USER_MODEL
 
 from audiointerp import models
 from audiointerp.errors import CheckpointError, ConfigError
@@ -463,18 +464,29 @@ def test_panns_checkpoint_wrong_shape(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # download_panns_cnn14 (offline, file:// URLs)
 
-def test_download_panns_copies_file(tmp_path):
+def test_download_panns_copies_file_and_checks_its_digest(tmp_path):
+    import hashlib
+
     src = tmp_path / "src.bin"
     payload = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
     src.write_bytes(payload)
+    md5 = hashlib.md5(payload).hexdigest()
     dest = tmp_path / "pretrained"
-    path = download_panns_cnn14(dest, url=src.as_uri())
+    path = download_panns_cnn14(dest, url=src.as_uri(), md5=md5)
     assert path == dest / "Cnn14_16k_mAP=0.438.pth"
     assert path.read_bytes() == payload
     assert sorted(p.name for p in dest.iterdir()) == ["Cnn14_16k_mAP=0.438.pth"]
     # present: kept, no download attempted
-    assert download_panns_cnn14(dest, url=(tmp_path / "gone.bin").as_uri()) == path
+    assert download_panns_cnn14(dest, url=(tmp_path / "gone.bin").as_uri(), md5=md5) == path
     assert path.read_bytes() == payload
+    # by default the digest must be Zenodo's: another file is refused and nothing is kept
+    other = tmp_path / "other"
+    with pytest.raises(CheckpointError, match=models.PANNS_CNN14_16K_MD5):
+        download_panns_cnn14(other, url=src.as_uri())
+    assert list(other.iterdir()) == []
+    # a present file of another digest is named, not used
+    with pytest.raises(CheckpointError, match="delete it"):
+        download_panns_cnn14(dest)
 
 
 def test_download_panns_unreachable(tmp_path):
@@ -519,3 +531,91 @@ def test_fused_inference_copy_matches_the_model():
     x.requires_grad_(True)
     model(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_panns_weights_transfer_to_the_stft_model(panns):
+    """For 257 STFT rows the convolutions transfer and bn0 (one statistic per row) is re-initialised."""
+    orig, sd, path, loaded = panns
+    stft = load_panns_cnn14(path, n_classes=10, n_freq=257)
+    assert stft.n_freq == 257 and stft.bn0.bn.num_features == 257 and stft.fc_audioset.out_features == 10
+    assert torch.equal(stft.conv_block3.conv2.weight, orig.conv_block3.conv2.weight)
+    assert torch.equal(stft.bn0.bn.running_mean, torch.zeros(257))  # fresh statistics
+    with torch.no_grad():
+        assert stft.eval()(torch.zeros(1, 1, 257, 64) - 50).shape == (1, 10)
+
+
+
+
+def test_bring_your_own_classifier_by_import_path(tmp_path):
+    from audiointerp.models import architecture_name, check_contract, resolve_architecture
+
+    file = tmp_path / "mymodels.py"
+    file.write_text(USER_MODEL)
+    arch = f"{file}:TinyNet"
+    model = build_model(arch, n_freq=64, n_classes=3)
+    assert architecture_name(model) == arch and type(model) is resolve_architecture(arch)
+    check_contract(model, 64, 21, 3)
+    path = save_checkpoint(tmp_path / "mine.pt", model, {"n_freq": 64, "n_classes": 3},
+                           FeatureConfig(kind="mel", duration=0.2), ["a", "b", "c"])
+    loaded, ex, ck = load_classifier(path)
+    assert ck["architecture"] == arch and type(loaded).__name__ == "TinyNet"
+    x = torch.randn(2, 1, 64, ex.cfg.n_frames) * 10 - 40
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+    with pytest.raises(ConfigError, match=r"returns \(2, 1\)"):
+        check_contract(build_model(f"{file}:WrongShape"), 64, 21, 3)
+    with pytest.raises(ConfigError, match="no cam_layer"):
+        check_contract(build_model(f"{file}:NoCam"), 64, 21, 3)
+
+
+def test_unimportable_architecture_is_one_clear_error(tmp_path):
+    file = tmp_path / "mymodels.py"
+    file.write_text(USER_MODEL)
+    model = build_model(f"{file}:TinyNet")
+    path = save_checkpoint(tmp_path / "mine.pt", model, {"n_freq": 64, "n_classes": 3},
+                           FeatureConfig(kind="mel", duration=0.2), ["a", "b", "c"])
+    file.unlink()
+    import sys
+
+    for name in [m for m in sys.modules if m.startswith("audiointerp_user_")]:
+        del sys.modules[name]
+    with pytest.raises(CheckpointError, match="cannot import the architecture") as err:
+        load_classifier(path)
+    assert "mymodels.py" in str(err.value)
+    for bad, word in [("no.such.module:Net", "No module named"), (f"{tmp_path}/x.py:Net", "no such file"),
+                      ("torch.nn:NotThere", "no nn.Module class 'NotThere'"), ("Resnet", "unknown architecture")]:
+        with pytest.raises(ConfigError, match=word):
+            build_model(bad)
+    with pytest.raises(ConfigError, match="cannot be built"):
+        build_model("CompactCNN", wings=2)
+
+
+def test_register_architecture():
+    from audiointerp.models import ARCHITECTURES, register_architecture
+
+    @register_architecture("TestOnlyNet")
+    class TestOnlyNet(CompactCNN):
+        """A registered subclass."""
+
+    try:
+        assert build_model("TestOnlyNet", **SMALL).__class__ is TestOnlyNet
+        with pytest.raises(ConfigError, match="already registered"):
+            register_architecture("TestOnlyNet", CompactCNN)
+    finally:
+        ARCHITECTURES.pop("TestOnlyNet")
+
+
+def test_device_selection():
+    from audiointerp.devices import describe_device, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None).type in ("cpu", "cuda")
+    assert resolve_device("auto") == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    assert describe_device(torch.device("cpu"))["name"] == "cpu"
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(ConfigError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")

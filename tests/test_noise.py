@@ -120,7 +120,7 @@ def test_labels_name_the_level():
     assert NoiseSpec("white", snr_db=0).label == "white_snr0dB"
     assert NoiseSpec("room", alpha=0.8, offset=1.5).label == "room_alpha0.8_off1.5s"
     assert NoiseSpec("/x/my noise.wav").label == "file-my noise"
-    assert set(CONDITIONS) == {"clean", *NOISE_FILES, *GENERATED}
+    assert set(CONDITIONS) == {"clean", *NOISE_FILES, *GENERATED, "mixture"}
 
 
 def test_generated_noises_are_written_on_first_use_and_reproducible(tmp_path):
@@ -211,3 +211,36 @@ def test_generated_noise_falls_back_to_the_settings_cache(tmp_path, monkeypatch)
     assert path == tmp_path / "cache" / "noises" / GENERATED["pink"][1] and path.is_file()
     assert noise_path("pink") == path  # found there next time, not rewritten
     assert noise_mod.generated_noise_dirs()[1] == tmp_path / "cache" / "noises"
+
+
+def test_mixture_partners_are_seeded_and_of_another_class():
+    from audiointerp.noise import mixture_partners
+
+    labels = np.repeat(np.arange(5), 8)
+    p = mixture_partners(labels, seed=3)
+    assert p.shape == (40,) and (labels[p] != labels).all() and (p != np.arange(40)).all()
+    assert (p == mixture_partners(labels, seed=3)).all() and not (p == mixture_partners(labels, seed=4)).all()
+    assert len(set(p.tolist())) > 20  # drawn, not a fixed rotation
+    with pytest.raises(ConfigError, match="at least two classes"):
+        mixture_partners(np.zeros(4, dtype=int))
+
+
+def test_mixture_condition_mixes_at_12_db():
+    from audiointerp.noise import MIXTURE_ALPHA, NoiseSpec, snr_from_alpha
+
+    g = torch.Generator().manual_seed(0)
+    s1, s2 = torch.randn(3, 8000, generator=g), torch.randn(3, 8000, generator=g) * 5
+    spec = NoiseSpec("mixture").validate()
+    assert spec.alpha_used == MIXTURE_ALPHA and spec.label == "mixture"
+    assert spec.describe()["snr_db_used"] == pytest.approx(12.0412, abs=1e-3) == snr_from_alpha(0.8)
+    out, a, b = mix(s1, s2, alpha=spec.alpha_used, return_parts=True)
+    torch.testing.assert_close(spec.apply(s1, 16000, partners=s2), out)
+    assert snr_db(a, b).tolist() == pytest.approx([12.0412] * 3, abs=0.01)
+    with pytest.raises(ConfigError, match="partner"):
+        spec.apply(s1, 16000)
+    with pytest.raises(ConfigError, match="offset"):
+        NoiseSpec("mixture", offset=1.0).validate()
+    with pytest.raises(ConfigError, match="partners are for the mixture"):
+        NoiseSpec("clean").apply(s1, 16000, partners=s2)
+    assert NoiseSpec("mixture", snr_db=0.0).label == "mixture_snr0dB"
+    assert NoiseSpec("mixture", seed=2).label == "mixture_seed2"

@@ -13,6 +13,7 @@ def test_committed_without_outputs_and_parameterised(path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    assert all("id" in c for c in nb["cells"])  # nbformat 4.5 cell ids (papermill and nbformat need them)
     assert sum("parameters" in c.get("metadata", {}).get("tags", []) for c in code) == 1
 
 

@@ -367,7 +367,7 @@ def test_mask_names_never_collide(esc50_env, toy_checkpoint, tmp_path):
     assert names == ["topK_0.1", "topK_0.1_pos", "topK_30", "topK_30.1", "topK_30.1_pos", "topK_30_pos"]
 
 
-@pytest.mark.parametrize("kw, word", [({"methods": ["saliency", "lime"]}, "lime"),
+@pytest.mark.parametrize("kw, word", [({"methods": ["saliency", "limes"]}, "limes"),
                                       ({"condition": "underwater"}, "underwater"),
                                       ({"masks": ["topK_7"]}, "topK_7"), ({"fold": 0}, "fold"),
                                       ({"condition": "white_gen", "snr_db": "high"}, "high"),
@@ -381,7 +381,7 @@ def test_mask_names_never_collide(esc50_env, toy_checkpoint, tmp_path):
 def test_bad_names_are_clear_errors(toy_checkpoint, tmp_path, kw, word):
     with pytest.raises(ConfigError, match=word) as err:
         run(_cfg(toy_checkpoint, tmp_path, **kw), progress=False)
-    if word in ("lime", "underwater", "topK_7", "video", "magic"):
+    if word in ("limes", "underwater", "topK_7", "video", "magic"):
         assert "valid" in str(err.value)
 
 
@@ -436,7 +436,7 @@ def _one_line_error(r, *words):
 def test_cli_errors_are_one_line(toy_checkpoint, tmp_path, synthetic_root):
     env = {"ESC50_ROOT": str(synthetic_root)}
     ck = ["--checkpoint", str(toy_checkpoint), "--results", str(tmp_path)]
-    _one_line_error(_cli("run", *ck, "--methods", "lime", env=env), "unknown method 'lime'", "saliency")
+    _one_line_error(_cli("run", *ck, "--methods", "limes", env=env), "unknown method 'limes'", "saliency")
     _one_line_error(_cli("run", *ck, "--condition", str(tmp_path / "no-such-noise.wav"), env=env),
                     "no-such-noise.wav")
     _one_line_error(_cli("run", *ck, "--condition", "pink", "--snr-db", "inf", env=env), "snr_db", "inf")
@@ -555,3 +555,40 @@ def test_run_seconds_are_recorded_per_session(esc50_env, toy_checkpoint, tmp_pat
     info = json.loads((tmp_path / "toy_mel" / "gradcam_clean" / "run.json").read_text())
     assert [h["clips_computed"] for h in info["history"]] == [1, 1]
     assert [h["limit"] for h in info["history"]] == [1, 2] and all(h["git_commit"] for h in info["history"])
+
+
+def test_lime_captum_and_mixture_in_the_runner(esc50_env, toy_checkpoint, tmp_path):
+    """The new methods and the mixture condition go through the same runner; their settings are
+    part of the run's configuration key, and captum names give safe folder names."""
+    out = run(_cfg(toy_checkpoint, tmp_path, methods=["lime", "captum:IntegratedGradients"], limit=2,
+                   masks=["topK_30_pos", "bin"], lime_nsamples=20,
+                   method_args={"captum:IntegratedGradients": {"n_steps": 8}}), progress=False)
+    lime_dir = tmp_path / "toy_mel" / "lime_clean"
+    ig_dir = tmp_path / "toy_mel" / "captum-IntegratedGradients_clean"
+    assert out["lime"]["n_clips_done"] == 2 and out["captum:IntegratedGradients"]["folder"] == str(ig_dir)
+    key = json.loads((lime_dir / "run.json").read_text())["key"]
+    assert key["lime_nsamples"] == 20 and key["lime_segmentation"] == "quickshift" and key["mask_rules"] == 2
+    info = json.loads((ig_dir / "run.json").read_text())
+    assert info["method"] == "captum:IntegratedGradients" and info["key"]["method_args"] == {"n_steps": 8}
+    with pytest.raises(ResultsError, match="lime_nsamples"):
+        run(_cfg(toy_checkpoint, tmp_path, methods=["lime"], limit=2, masks=["topK_30_pos", "bin"],
+                 lime_nsamples=40), progress=False)
+    with pytest.raises(ConfigError, match="method_args"):
+        run(_cfg(toy_checkpoint, tmp_path, methods=["saliency"], method_args={"gradcam": {}}), progress=False)
+    from audiointerp.tables import load_results
+
+    assert set(load_results(tmp_path)["method"]) == {"lime", "captum:IntegratedGradients"}
+    # the mixture condition: each clip with a seeded partner of another class, at 12 dB
+    out = run(_cfg(toy_checkpoint, tmp_path, methods=["saliency"], condition="mixture", limit=3,
+                   masks=["bin"]), progress=False)
+    folder = tmp_path / "toy_mel" / "saliency_mixture"
+    info = json.loads((folder / "run.json").read_text())
+    assert info["noise"]["snr_db_used"] == pytest.approx(12.04, abs=0.01) and info["key"]["mixture_seed"] == 0
+    assert len(pd.read_csv(folder / "csvs" / "bin.csv")) == 6
+    # the features are those of the mixes the audio domain hears
+    from audiointerp.runner import RunContext
+
+    ctx = RunContext(_cfg(toy_checkpoint, tmp_path, methods=["saliency"], condition="mixture"))
+    from audiointerp.processing import features
+
+    torch.testing.assert_close(ctx.features()[:3], features(ctx.condition_waveforms([0, 1, 2]), ctx.fcfg)[0])

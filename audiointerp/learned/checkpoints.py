@@ -4,6 +4,10 @@ A checkpoint carries the interpreter's kind and constructor arguments, its weigh
 classifier's file SHA-256 and feature configuration, the NMF dictionary's digest (L2I), the
 training configuration, per-epoch history, package versions and the git commit.
 :func:`load_interpreter` refuses a checkpoint of another classifier, naming both.
+
+Kinds: ``l2i``, ``piq`` and ``lmac``. L-MAC and its guided fine-tuning (L-MAC FT) share the kind
+``lmac`` (same decoder); an FT checkpoint has ``training["guided"]`` true and names the L-MAC
+checkpoint it started from (``training["init"]``); :func:`lmac_variant` tells them apart.
 """
 
 from __future__ import annotations
@@ -19,15 +23,18 @@ from ..models import load_torch_file, load_weights
 from ..processing import FeatureConfig
 from ..provenance import file_sha256, package_versions
 from .l2i import L2IInterpreter
+from .lmac import LMACInterpreter
 from .piq import PIQInterpreter
 
 INTERPRETER_FORMAT = "audiointerp-interpreter/1"
-INTERPRETERS = {"l2i": L2IInterpreter, "piq": PIQInterpreter}
+INTERPRETERS = {"l2i": L2IInterpreter, "piq": PIQInterpreter, "lmac": LMACInterpreter}
 KINDS = tuple(INTERPRETERS)
 
 
 def interpreter_args(net: nn.Module) -> dict:
     """Constructor arguments of an interpreter (without L2I's dictionary, stored as a buffer)."""
+    if isinstance(net, LMACInterpreter):
+        return net.constructor_args()
     if isinstance(net, L2IInterpreter):
         return {"hidden_shape": list(net.hidden_shape), "n_frames": net.n_frames, "n_classes": net.n_classes,
                 "width": net.psi_in[0].out_channels, "alpha": net.alpha, "beta": net.beta, "tau": net.tau}
@@ -48,7 +55,7 @@ def build_interpreter(kind: str, args: dict, W: torch.Tensor | None = None) -> n
         if W is None:
             raise ConfigError("an L2I interpreter needs its NMF dictionary W")
         return L2IInterpreter(W, **args)
-    return PIQInterpreter(**args)
+    return INTERPRETERS[kind](**args)
 
 
 def save_interpreter(path, net: nn.Module, classifier: dict, features: FeatureConfig, training: dict | None = None,
@@ -99,7 +106,7 @@ def load_interpreter(path, classifier_checkpoint=None, kind: str | None = None):
         path: file written by :func:`save_interpreter`.
         classifier_checkpoint: the classifier checkpoint it will explain; its SHA-256 must be
             the one the interpreter was trained on.
-        kind: expected kind ('l2i' or 'piq'), checked when given.
+        kind: expected kind ('l2i', 'piq' or 'lmac'), checked when given.
 
     Returns:
         ``(net in eval mode, ckpt dict)``.
@@ -136,8 +143,79 @@ def default_interpreter_path(classifier_checkpoint, kind: str) -> Path:
     return p.parent / f"{kind}_{p.stem}.pt"
 
 
+def lmac_variant(ckpt: dict) -> str:
+    """``"lmac_ft"`` for an L-MAC checkpoint trained with guided fine-tuning (``training["guided"]``),
+    ``"lmac"`` for plain L-MAC.
+
+    Raises:
+        CheckpointError: the checkpoint is not of kind ``lmac`` (its path and kind named).
+    """
+    if ckpt.get("kind") != "lmac":
+        raise CheckpointError(f"{ckpt.get('path', 'checkpoint')} holds a {ckpt.get('kind')} interpreter, not lmac")
+    return "lmac_ft" if ckpt.get("training", {}).get("guided") else "lmac"
+
+
+def _lmac_card(ckpt: dict) -> str:
+    """The card of an L-MAC / L-MAC FT checkpoint (:func:`interpreter_card`)."""
+    tr, m, a = ckpt.get("training", {}), ckpt.get("metrics", {}), ckpt["args"]
+    c, f = ckpt["classifier"], FeatureConfig.from_dict(ckpt["features"])
+    cfgd = tr.get("config", {})
+    ft = bool(tr.get("guided"))
+    blocks = ", ".join(f"`{n}` {tuple(s)}" for n, s in zip(a["layers"], a["hidden_shapes"]))
+    lines = [f"# {'L-MAC FT' if ft else 'L-MAC'} interpreter for `{c.get('name')}`", "",
+             "L-MAC (Listenable Maps for Audio Classifiers; Paissan, Ravanelli, Subakan, ICML 2024)"
+             + (", with guided fine-tuning (L-MAC FT)" if ft else "") + ": a decoder on the frozen classifier's "
+             "block outputs, fused by addition after transposed convolutions, gives a sigmoid mask M over "
+             "L = log(1 + abs(STFT)). The listenable interpretation is ISTFT(expm1(M ⊙ L)) with the clip's "
+             "phase.", "",
+             "| | |", "|---|---|",
+             f"| classifier | `{c.get('path')}` (sha256 {str(c.get('sha256'))[:12]}…) |",
+             f"| blocks read (C, F', T') | {blocks} |",
+             f"| STFT of the masks | {f.sample_rate} Hz, n_fft {f.n_fft}, hop {f.hop_length}: "
+             f"{f.n_fft // 2 + 1} bins × {f.n_frames} frames of log(1 + abs(STFT)) |",
+             f"| constructor | `{a}` |",
+             f"| loss | {a['l_in']:g}·CE(f(x_in), c) − {a['l_out']:g}·CE(f(x_out), c) + {a['l1']:g}·mean abs(M), "
+             f"c = the classifier's prediction |",
+             f"| sparsity weight | {a['l1']:g} on the per-item mean: the reference sums 0.4·mean abs(M) over its "
+             f"batch of 16 (0.4 × 16 = 6.4), so the balance no longer depends on the batch size |"]
+    if ft:
+        init = tr.get("init", {})
+        lines += [f"| guided fine-tuning | from `{init.get('path')}` (sha256 {str(init.get('sha256'))[:12]}…) on "
+                  f"{tr.get('mixtures', 'mixtures')}; items whose cosine similarity between M ⊙ L_mix and L_clean is "
+                  f"≥ {a['corr_threshold']:g} get {a['guide']:g}·BCE(M, 1[L_clean ≥ {a['guide_threshold']:g}·max "
+                  f"L_clean]) instead of the L1 term |"]
+    lines += [f"| data | folds {cfgd.get('train_folds')} ({tr.get('n_train')} clips) for training, folds "
+              f"{cfgd.get('val_folds')} ({tr.get('n_val')} clips) for validation"
+              + (" (fixed seeded mixtures)" if ft else "") + "; fold 5 unseen |",
+              f"| optimiser | Adam, lr {cfgd.get('lr')}, weight decay {cfgd.get('weight_decay')}, batch "
+              f"{cfgd.get('batch_size')}, seed {cfgd.get('seed')}; the classifier frozen, not in the optimiser |",
+              f"| epochs | {tr.get('epochs_run')} run (max {cfgd.get('epochs')}, budget {cfgd.get('max_minutes')}"
+              f" min), checkpoint = epoch {tr.get('best_epoch')}, the lowest validation loss |",
+              f"| time | {tr.get('minutes', float('nan')):.1f} min training "
+              f"({tr.get('seconds_per_epoch', float('nan')):.0f} s per epoch, {tr.get('sessions', 1)} session(s): "
+              f"resumable from `<out>.state.pt`) + {tr.get('cache_minutes', float('nan')):.1f} min caching on "
+              f"this machine |",
+              f"| git commit | {tr.get('git_commit')} |", "", "Validation (fold 4) at the kept epoch:", "",
+              "| term | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in m.items() if k.startswith("val_")]
+    hist = tr.get("history", [])
+    if hist:
+        extra = " | val guided" if ft else ""
+        lines += ["", "Per-epoch history (total loss; validation cross-entropies in / out, mean mask"
+                  + (", fraction of guided items" if ft else "") + "):", "",
+                  f"| epoch | train | val | val in | val out | val mean M{extra} |",
+                  "|---|---|---|---|---|---|" + ("---|" if ft else "")]
+        lines += [f"| {h['epoch']} | {h['train_total']:.4f} | {h['val_total']:.4f} | {h['val_in']:.4f} | "
+                  f"{h['val_out']:.4f} | {h['val_l1']:.4f}" + (f" | {h['val_guided']:.2f}" if ft else "") + " |"
+                  for h in hist]
+    return "\n".join(lines) + "\n"
+
+
 def interpreter_card(ckpt: dict) -> str:
-    """A Markdown model card for an interpreter checkpoint (what, for which classifier, how trained)."""
+    """A Markdown model card for an interpreter checkpoint (what, for which classifier, how trained);
+    L-MAC's card also states its loss weights, blocks, guided fine-tuning and training sessions."""
+    if ckpt["kind"] == "lmac":
+        return _lmac_card(ckpt)
     tr, m = ckpt.get("training", {}), ckpt.get("metrics", {})
     c, f = ckpt["classifier"], FeatureConfig.from_dict(ckpt["features"])
     title = {"l2i": "L2I (Listen to Interpret; Parekh et al., NeurIPS 2022)",
