@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True, help="classifier checkpoint")
     e.add_argument("--fold", type=int, default=5, help="fold to evaluate on [default: 5]")
     e.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples of the CI [default: 1000]")
+    e.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N, mps [default: auto]")
 
     r = command("run", "explain, mask and score a fold; per-clip logs to --results (resumable)")
     add_options(r, RunConfig)
@@ -110,7 +111,7 @@ def _dispatch(args) -> int:
     elif args.command == "evaluate":
         from .evaluate import evaluate_checkpoint
 
-        r = evaluate_checkpoint(args.checkpoint, (args.fold,), n_resamples=args.n_resamples)
+        r = evaluate_checkpoint(args.checkpoint, (args.fold,), n_resamples=args.n_resamples, device=args.device)
         print(json.dumps(r.summary(), indent=2))
         print(f"fold {args.fold} accuracy: {r.accuracy:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]")
     elif args.command == "run":

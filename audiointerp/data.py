@@ -53,21 +53,38 @@ TEST_FOLDS = (5,)
 AUDIO_EXTS = (".wav", ".flac")
 META_COLUMNS = ("filename", "fold", "target", "category")
 ON_BAD_CLIP = ("error", "skip")
+#: The metadata file of ESC-50 under ``meta/``; another dataset laid out like ESC-50 names its own.
+ESC50_META = "esc50.csv"
 
 
-def esc50_root(root: str | os.PathLike | None = None) -> Path:
-    """Resolve and check the ESC-50 root.
+def _meta_name(metadata: str | None) -> str:
+    """The metadata file name (a bare ``<name>.csv`` under ``meta/``).
+
+    Raises:
+        ConfigError: a path or a name that is not a ``.csv``.
+    """
+    name = ESC50_META if metadata is None else str(metadata)
+    if Path(name).name != name or not name.endswith(".csv"):
+        raise ConfigError(f"metadata must be a .csv file name under meta/ (e.g. esc50.csv), got {metadata!r}")
+    return name
+
+
+def esc50_root(root: str | os.PathLike | None = None, metadata: str | None = None) -> Path:
+    """Resolve and check a dataset root laid out like ESC-50 (``meta/<metadata>`` and ``audio/``).
 
     Args:
         root: a folder, or None to read the ``ESC50_ROOT`` environment variable
             (:func:`audiointerp.settings.esc50_root_env`).
+        metadata: the csv under ``meta/`` (default ``esc50.csv``; another dataset names its own).
 
     Returns:
         the folder as a Path (``~`` expanded, not resolved).
 
     Raises:
-        DatasetError: ``ESC50_ROOT`` unset, or the folder lacks ``meta/esc50.csv`` or ``audio/``.
+        DatasetError: ``ESC50_ROOT`` unset, or the folder lacks ``meta/<metadata>`` or ``audio/``.
+        ConfigError: a ``metadata`` that is not a bare ``.csv`` name.
     """
+    metadata = _meta_name(metadata)
     if root is None:
         root = settings.esc50_root_env()
         if not root:
@@ -75,8 +92,8 @@ def esc50_root(root: str | os.PathLike | None = None) -> Path:
                 "ESC50_ROOT is not set: point it at the ESC-50 folder holding meta/esc50.csv and "
                 "audio/ (e.g. export ESC50_ROOT=../shared/ESC-50), or run `make data` to download it")
     root = Path(root).expanduser()
-    if not (root / "meta" / "esc50.csv").is_file():
-        raise DatasetError(f"ESC-50 root {root} has no meta/esc50.csv (ESC50_ROOT must point at the "
+    if not (root / "meta" / metadata).is_file():
+        raise DatasetError(f"dataset root {root} has no meta/{metadata} (ESC50_ROOT or root must point at the "
                            f"folder that holds meta/ and audio/)")
     if not (root / "audio").is_dir():
         raise DatasetError(f"ESC-50 root {root} has no audio/ folder")
@@ -102,18 +119,20 @@ def _integer_column(meta: pd.DataFrame, column: str, csv: Path) -> np.ndarray:
     return values.astype(np.int64)
 
 
-def validate_meta(meta: pd.DataFrame, csv: str | os.PathLike = "esc50.csv") -> pd.DataFrame:
+def validate_meta(meta: pd.DataFrame, csv: str | os.PathLike = "esc50.csv", folds=FOLDS) -> pd.DataFrame:
     """Check ESC-50 metadata and return it with typed columns.
 
     Checks: at least one row; the columns ``filename, fold, target, category``; non-empty,
     unique file names (also unique once the extension is dropped, since ``.wav`` and
-    ``.flac`` name the same clip); integer ``fold`` in :data:`FOLDS` (1-5); integer
+    ``.flac`` name the same clip); integer ``fold`` in ``folds`` (ESC-50: :data:`FOLDS`, 1-5;
+    None for another dataset: any integer >= 1); integer
     ``target``; non-empty ``category``; each target with exactly one category and each
     category with exactly one target; targets exactly ``0 .. n_classes-1``.
 
     Args:
         meta: the table as read by ``pandas.read_csv``.
         csv: the file it came from, for the messages.
+        folds: the valid fold numbers (None: any integer >= 1).
 
     Returns:
         ``meta`` with ``filename``/``category`` as str and ``fold``/``target`` as int64 (a copy).
@@ -142,11 +161,11 @@ def validate_meta(meta: pd.DataFrame, csv: str | os.PathLike = "esc50.csv") -> p
         raise DatasetError(f"{csv}: clip {first} is listed more than once (lines "
                            f"{', '.join(map(str, lines))}); each clip must have one row")
     meta["fold"] = _integer_column(meta, "fold", csv)
-    outside = ~meta["fold"].isin(FOLDS).to_numpy()
+    outside = (~meta["fold"].isin(folds) if folds is not None else meta["fold"] < 1).to_numpy()
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
-        raise DatasetError(f"{_row(csv, meta, i)}: fold {meta['fold'].iloc[i]} is not an ESC-50 fold "
-                           f"({FOLDS[0]}-{FOLDS[-1]})")
+        valid = f"an ESC-50 fold ({folds[0]}-{folds[-1]})" if folds is not None else "a fold number >= 1"
+        raise DatasetError(f"{_row(csv, meta, i)}: fold {meta['fold'].iloc[i]} is not {valid}")
     meta["target"] = _integer_column(meta, "target", csv)
     per_target = meta.groupby("target")["category"].unique()
     for target, cats in per_target.items():
@@ -169,11 +188,13 @@ def validate_meta(meta: pd.DataFrame, csv: str | os.PathLike = "esc50.csv") -> p
     return meta
 
 
-def read_meta(root: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The ESC-50 metadata ``meta/esc50.csv``, validated (:func:`validate_meta`).
+def read_meta(root: str | os.PathLike | None = None, metadata: str | None = None) -> pd.DataFrame:
+    """The metadata ``meta/<metadata>`` (default ``esc50.csv``), validated (:func:`validate_meta`;
+    ESC-50's folds are 1-5, another dataset's any integers >= 1).
 
     Args:
         root: dataset root, or None for ``ESC50_ROOT``.
+        metadata: the csv under ``meta/`` (columns ``filename, fold, target, category``).
 
     Returns:
         one row per clip (2000 for ESC-50) with the csv's columns (``filename, fold, target,
@@ -183,8 +204,9 @@ def read_meta(root: str | os.PathLike | None = None) -> pd.DataFrame:
         DatasetError: bad root; an unreadable, empty (0 bytes), header-only or unparsable csv;
             any problem found by :func:`validate_meta` (the csv and the row are named).
     """
-    root = esc50_root(root)
-    csv = root / "meta" / "esc50.csv"
+    metadata = _meta_name(metadata)
+    root = esc50_root(root, metadata)
+    csv = root / "meta" / metadata
     try:
         meta = pd.read_csv(csv)
     except pd.errors.EmptyDataError:
@@ -194,7 +216,7 @@ def read_meta(root: str | os.PathLike | None = None) -> pd.DataFrame:
         raise DatasetError(f"{csv} cannot be parsed as CSV: {str(exc).strip()}") from None
     except OSError as exc:
         raise DatasetError(f"cannot read {csv}: {exc}") from None
-    return validate_meta(meta, csv)
+    return validate_meta(meta, csv, FOLDS if metadata == ESC50_META else None)
 
 
 def class_names(meta: pd.DataFrame) -> list[str]:
@@ -258,7 +280,8 @@ def clips_sha256(filenames, digests) -> str:
 # ---------------------------------------------------------------------------------------------
 # The dataset
 
-def _check_folds(folds) -> tuple[int, ...]:
+def _check_folds(folds, valid=FOLDS) -> tuple[int, ...]:
+    what = "ESC-50 folds are 1-5" if valid is not None else "folds are integers >= 1"
     if isinstance(folds, (int, np.integer)):
         folds = (folds,)
     try:
@@ -266,15 +289,17 @@ def _check_folds(folds) -> tuple[int, ...]:
         if any(float(f) != int(f) for f in folds):
             raise ValueError
     except (TypeError, ValueError):
-        raise DatasetError(f"ESC-50 folds are 1-5, got {folds!r}") from None
-    bad = [f for f in out if f not in FOLDS]
+        raise DatasetError(f"{what}, got {folds!r}") from None
+    bad = [f for f in out if (f not in valid if valid is not None else f < 1)]
     if bad or not out:
-        raise DatasetError(f"ESC-50 folds are 1-5, got {bad or list(out)}")
+        raise DatasetError(f"{what}, got {bad or list(out)}")
     return out
 
 
 class ESC50(torch.utils.data.Dataset):
-    """ESC-50 clips of some folds as mono waveforms at the model rate.
+    """ESC-50 clips of some folds as mono waveforms at the model rate (or the clips of any
+    dataset laid out like ESC-50: ``meta/<metadata>`` with ``filename, fold, target, category``
+    and ``audio/``; any number of classes, any clip length and rate).
 
     ``dataset[i]`` is ``(waveform, label)``: float32 ``[n_samples]`` (peak-normalised, padded
     or cut to ``duration`` s at ``sample_rate`` Hz, ``n_samples = round(duration *
@@ -283,7 +308,8 @@ class ESC50(torch.utils.data.Dataset):
 
     Args:
         root: dataset root, or None for ``ESC50_ROOT``.
-        folds: folds to include (1-5), in any order; clips stay in csv order.
+        folds: folds to include (ESC-50: 1-5; another dataset: its fold numbers), in any order;
+            clips stay in csv order.
         sample_rate: model rate in Hz (> 0).
         duration: clip length in seconds (> 0).
         on_bad_clip: ``"error"`` (default): a bad clip (missing, corrupt, truncated, empty,
@@ -291,9 +317,10 @@ class ESC50(torch.utils.data.Dataset):
             decoded, lazily. ``"skip"``: every clip is decoded once here; bad ones are dropped
             from the dataset (from ``filenames``, ``labels``, features, ...) and listed in
             :attr:`skipped`, and a warning says how many.
+        metadata: the csv under ``meta/`` (default ``esc50.csv``).
 
     Attributes:
-        root: the dataset root (Path). csv: its ``meta/esc50.csv``.
+        root: the dataset root (Path). csv: its ``meta/<metadata>``.
         meta: the csv rows of the dataset's clips, in order (index 0..n-1).
         class_names: ``[n_classes]`` names by target (all classes of the csv).
         folds: the requested folds (tuple of int). sample_rate, duration: as given.
@@ -308,7 +335,7 @@ class ESC50(torch.utils.data.Dataset):
     """
 
     def __init__(self, root=None, folds=FOLDS, sample_rate: int = 16000, duration: float = 5.0,
-                 on_bad_clip: str = "error"):
+                 on_bad_clip: str = "error", metadata: str | None = None):
         if on_bad_clip not in ON_BAD_CLIP:
             raise ConfigError(f"on_bad_clip must be one of {', '.join(ON_BAD_CLIP)}, got {on_bad_clip!r}")
         try:
@@ -323,10 +350,11 @@ class ESC50(torch.utils.data.Dataset):
             dur_ok = False
         if not dur_ok:
             raise ConfigError(f"duration must be a positive number of seconds, got {duration!r}")
-        self.root = esc50_root(root)
-        self.csv = self.root / "meta" / "esc50.csv"
-        meta = read_meta(self.root)
-        folds = _check_folds(folds)
+        self.metadata = _meta_name(metadata)
+        self.root = esc50_root(root, self.metadata)
+        self.csv = self.root / "meta" / self.metadata
+        meta = read_meta(self.root, self.metadata)
+        folds = _check_folds(folds, FOLDS if self.metadata == ESC50_META else None)
         self.class_names = class_names(meta)
         self.meta = meta[meta["fold"].isin(folds)].reset_index(drop=True)
         self.folds = folds
@@ -347,7 +375,7 @@ class ESC50(torch.utils.data.Dataset):
         what = f"fold {empty[0]} has" if len(empty) == 1 else f"folds {', '.join(map(str, empty))} have"
         if not self.skipped:
             raise DatasetError(f"{what} no clips in {self.csv}")
-        meta = read_meta(self.root)
+        meta = read_meta(self.root, self.metadata)
         lost = set(meta.loc[meta["fold"].isin(empty), "filename"])
         example = next(s["reason"] for s in self.skipped if s["filename"] in lost)
         raise DatasetError(f"{what} no clips left in {self.csv}: all {len(lost)} were bad and skipped "

@@ -176,7 +176,8 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
                                 checkpoint=checkpoint)
     elif getattr(explainer, "name", method) != method:
         raise ConfigError(f"explainer is {explainer.name!r} but method {method!r} was asked for")
-    wav = noise.apply(wav[None], cfg.sample_rate)  # [1, n]
+    device = next(iter(model.parameters()), wav).device  # the model's device (load_classifier(device=...))
+    wav = noise.apply(wav[None], cfg.sample_rate).to(device)  # [1, n]
     x = features(wav, cfg)[0]  # [1, 1, F, T]
     probs = class_probabilities(model, x)  # [1, n_classes]
     pred = int(probs.argmax(1))
@@ -188,12 +189,12 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
     res = score_masks(model, probs, x, wav, m, cfg, DOMAINS, inversion,  # the runner's scoring path
                       native=expl.native[:, None] if name == NATIVE else None)
     scores = {dom: {mt: float(v[0, 0]) for mt, v in sc.items()} for dom, sc in res.scores.items()}
-    x_in, x_out, audio = res.x_in[:, 0], res.x_out[:, 0], res.audio[0]
-    return ClipExplanation(
-        waveform=wav[0], sample_rate=cfg.sample_rate, features=x[0], probs=probs[0], pred=pred, target=tgt,
-        attribution=expl.attribution[0], mask=m[0, 0], x_in=x_in[0], x_out=x_out[0], audio_in=audio[0],
-        audio_out=audio[1], scores=scores, recon_snr_db=float(res.recon_snr_db[0]), cfg=cfg, method=method,
-        mask_name=name, condition=noise.label, inversion=inversion)
+    x_in, x_out, audio = res.x_in[:, 0].cpu(), res.x_out[:, 0].cpu(), res.audio[0].cpu()
+    return ClipExplanation(  # on the CPU, for plots and players
+        waveform=wav[0].cpu(), sample_rate=cfg.sample_rate, features=x[0].cpu(), probs=probs[0].cpu(), pred=pred,
+        target=tgt, attribution=expl.attribution[0].cpu(), mask=m[0, 0].cpu(), x_in=x_in[0], x_out=x_out[0],
+        audio_in=audio[0], audio_out=audio[1], scores=scores, recon_snr_db=float(res.recon_snr_db[0]), cfg=cfg,
+        method=method, mask_name=name, condition=noise.label, inversion=inversion)
 
 
 def scores_table(expls):

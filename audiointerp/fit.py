@@ -100,6 +100,11 @@ class TrainConfig:
                                    help="start from this checkpoint's weights (a second schedule)")
     device: str = option("auto", parse=str, choices=DEVICE_CHOICES,
                          help="where to train: auto (CUDA when available), cpu, cuda, cuda:N, mps")
+    metadata: str = option("esc50.csv", help="the dataset's csv under meta/ (another dataset laid out like ESC-50)")
+    sample_rate: int | None = option(None, parse=optional(int),
+                                     help="model rate in Hz (none: the feature kind's default, 16000)")
+    duration: float | None = option(None, parse=optional(float),
+                                    help="clip length in seconds (none: the feature kind's default, 5.0)")
     amp: bool = option(False, help="mixed precision (bfloat16 autocast) for training on a CUDA device; "
                                    "evaluation stays float32")
 
@@ -161,7 +166,7 @@ def accuracy(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) 
 
 
 def _split(cfg: TrainConfig, folds, feature_cfg: FeatureConfig, root):
-    ds = ESC50(root, folds, feature_cfg.sample_rate, feature_cfg.duration)
+    ds = ESC50(root, folds, feature_cfg.sample_rate, feature_cfg.duration, metadata=cfg.metadata)
     feats = fold_features(ds, feature_cfg, progress=True)
     labels = torch.from_numpy(ds.labels.copy())
     if cfg.limit:
@@ -198,7 +203,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
         raise ConfigError(f"amp (mixed precision) is for CUDA devices; device {cfg.device!r} is {device}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    feature_cfg = FeatureConfig.default(cfg.features)
+    feature_cfg = feature_config(cfg)
     seed_everything(cfg.seed)
     ds_tr, x_tr, y_tr = _split(cfg, cfg.train_folds, feature_cfg, root)
     _, x_va, y_va = _split(cfg, cfg.val_folds, feature_cfg, root)
@@ -281,6 +286,17 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
                "device": describe_device(device)}
     save_checkpoint(out, model, arch_args, feature_cfg, ds_tr.class_names, metrics=metrics, training=asdict(cfg))
     return metrics
+
+
+def feature_config(cfg: TrainConfig) -> FeatureConfig:
+    """The :class:`~audiointerp.processing.FeatureConfig` of a training configuration: the default
+    of ``cfg.features`` with ``cfg.sample_rate`` / ``cfg.duration`` when given.
+
+    Raises:
+        ConfigError: a bad feature kind, rate or duration (e.g. a mel ``f_max`` above the Nyquist rate).
+    """
+    over = {k: v for k, v in (("sample_rate", cfg.sample_rate), ("duration", cfg.duration)) if v is not None}
+    return replace(FeatureConfig.default(cfg.features), **over)
 
 
 def _resume_key(config: dict) -> dict:

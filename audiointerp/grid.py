@@ -282,7 +282,7 @@ def prepare_cell(cfg: RunConfig, identity: str, env: tuple, threads: int) -> dic
     ctx = worker_context(cfg, identity)
     with ctx.lock:
         probs = ctx.probabilities()
-        return {"probs": probs, "accuracy": ctx.accuracy, "bad": dict(ctx.bad), "seconds": dict(ctx.seconds),
+        return {"probs": probs.cpu(), "accuracy": ctx.accuracy, "bad": dict(ctx.bad), "seconds": dict(ctx.seconds),
                 "host": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -304,8 +304,8 @@ def _inputs_digest(ctx: RunContext, files) -> str:
     is reused only when its clips' inputs are bitwise the ones this run would compute from."""
     idx = [ctx.index[fn] for fn in files]
     h = hashlib.sha256()
-    h.update(ctx.features()[idx].numpy().tobytes())
-    h.update(ctx.probabilities()[idx].numpy().tobytes())
+    h.update(ctx.features()[idx].cpu().numpy().tobytes())
+    h.update(ctx.probabilities()[idx].cpu().numpy().tobytes())
     return h.hexdigest()
 
 

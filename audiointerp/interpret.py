@@ -218,10 +218,10 @@ class SHAPMethod(Attribution):
             raise ConfigError("SHAP needs a background of features [n_background, 1, n_freq, n_frames]")
         if int(nsamples) < 1:
             raise ConfigError(f"SHAP nsamples must be >= 1, got {nsamples!r}")
-        self.background = background
+        self.background = background.to(next(iter(self.model.parameters()), background).device)
         self.nsamples, self.seed = int(nsamples), int(seed)
         self._wrapper = _TargetLogit(self.model)
-        self._explainer = shap.GradientExplainer(self._wrapper, background, batch_size=batch_size)
+        self._explainer = shap.GradientExplainer(self._wrapper, self.background, batch_size=batch_size)
 
     def attribute(self, x, target, seeds=None):
         """``[batch, 1, F, T]`` SHAP values (logit units, summing approx. to f(x) - E[f(background)]).
@@ -831,6 +831,8 @@ class MethodOptions:
             ``attribute``, in one dict (:class:`CaptumMethod`); e.g. ``{"n_steps": 32}`` or
             ``{"sliding_window_shapes": [8, 25], "strides": [4, 10]}``; ``baselines`` default to
             -100 dB. Other methods ignore it.
+        train_folds: the training folds SHAP's background comes from (None: ESC-50's 1-3).
+        metadata: the dataset's csv under ``meta/`` (None: ``esc50.csv``).
     """
 
     features: FeatureConfig | None = None
@@ -846,6 +848,8 @@ class MethodOptions:
     lime_grid: tuple = (8, 50)
     lime_batch: int = 50
     method_args: dict = field(default_factory=dict)
+    train_folds: tuple | None = None
+    metadata: str | None = None
 
 
 def _saliency(model, o: MethodOptions) -> Attribution:
@@ -861,7 +865,8 @@ def _shap(model, o: MethodOptions) -> Attribution:
     if bg is None:
         if o.features is None:
             raise ConfigError("SHAP needs the classifier's feature configuration (features=) for its background")
-        bg = shap_background(o.root, o.features, o.shap_background_per_class, o.seed)
+        bg = shap_background(o.root, o.features, o.shap_background_per_class, o.seed, folds=o.train_folds,
+                             metadata=o.metadata)
     return SHAPMethod(model, bg, nsamples=o.shap_nsamples, seed=o.seed)
 
 
@@ -945,7 +950,7 @@ def stratified_background(labels: np.ndarray, per_class: int = 2, seed: int = 0)
 
 
 def shap_background(root, fcfg: FeatureConfig, per_class: int = 2, seed: int = 0, folds=None,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, metadata: str | None = None) -> torch.Tensor:
     """SHAP's background: ``per_class`` seeded clips of every class of the training folds (1-3),
     as features ``[n_bg, 1, F, T]`` (dB) from the feature cache
     (:func:`stratified_background`, :func:`audiointerp.data.fold_features`).
@@ -957,7 +962,7 @@ def shap_background(root, fcfg: FeatureConfig, per_class: int = 2, seed: int = 0
 
     folds = TRAIN_FOLDS if folds is None else tuple(folds)
     try:
-        tr = ESC50(root, folds, fcfg.sample_rate, fcfg.duration)
+        tr = ESC50(root, folds, fcfg.sample_rate, fcfg.duration, metadata=metadata)
     except DatasetError as exc:
         raise DatasetError(f"SHAP's background comes from the training folds {list(folds)}: {exc}") from None
     if len(tr) == 0:

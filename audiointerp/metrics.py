@@ -118,7 +118,7 @@ def sps(m: torch.Tensor) -> torch.Tensor:
     a = torch.where(mx > 0, a / mx.clamp_min(1e-300), torch.ones_like(a))
     a, _ = a.sort(1)
     n = a.shape[1]
-    k = torch.arange(1, n + 1, dtype=a.dtype)
+    k = torch.arange(1, n + 1, dtype=a.dtype, device=a.device)
     return ((2 * k - n - 1) * a).sum(1) / (n * a.sum(1))
 
 

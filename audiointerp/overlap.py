@@ -178,7 +178,7 @@ def match_scores(attr: torch.Tensor, d_a: torch.Tensor) -> tuple[np.ndarray, np.
     d = d_a.detach().double().flatten(1)
     total = pos.sum(1)
     safe = total.where(total > 0, torch.full_like(total, float("nan")))
-    return ((pos * d).sum(1) / safe).numpy(), ((pos * (1 - d)).sum(1) / safe).numpy()
+    return ((pos * d).sum(1) / safe).cpu().numpy(), ((pos * (1 - d)).sum(1) / safe).cpu().numpy()
 
 
 def _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable):
@@ -198,7 +198,7 @@ def _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable):
 
 
 def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=None, batch: int = 8,
-                 progress: bool = True, skip_unavailable: bool = False) -> pd.DataFrame:
+                 progress: bool = True, skip_unavailable: bool = False, device=None) -> pd.DataFrame:
     """Run the overlap test (module docstring) of one classifier on fold-5 pairs.
 
     Every method explains the class of clip A on the mix; the baselines ``energy`` and ``random``
@@ -215,6 +215,8 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
         progress: show a tqdm bar over batches.
         skip_unavailable: leave out a method whose explainer cannot be built (e.g. a missing
             interpreter file) instead of raising; its message goes to ``df.attrs["skipped"]``.
+        device: where the classifier and the methods run (:func:`audiointerp.devices.resolve_device`;
+            None: the CPU).
 
     Returns:
         DataFrame, one row per (method, pair), columns :data:`PAIR_COLUMNS`: ``pair`` the row of
@@ -231,7 +233,8 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
 
     if int(batch) < 1:
         raise ConfigError(f"batch must be >= 1, got {batch!r}")
-    model, extractor, ckpt = load_classifier(checkpoint)
+    model, extractor, ckpt = load_classifier(checkpoint, device=device)
+    dev = next(iter(model.parameters())).device
     cfg, name = extractor.cfg, model_name(ckpt)
     ds = ESC50(root, (FOLD,), cfg.sample_rate, cfg.duration)
     pairs = overlap_pairs(ds.labels, n_pairs, seed)
@@ -242,15 +245,15 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
     for s in tqdm(range(0, len(pairs), int(batch)), desc=f"overlap {name}", disable=not progress):
         idx = np.arange(s, min(s + int(batch), len(pairs)))
         a, b = pairs[idx, 0], pairs[idx, 1]
-        mixed, part_a, part_b = mix_pair(ds.waveforms(a), ds.waveforms(b), cfg)
+        mixed, part_a, part_b = (w.to(dev) for w in mix_pair(ds.waveforms(a), ds.waveforms(b), cfg))
         x = features(mixed, cfg)[0]
         with torch.no_grad():
-            pred = model(x).argmax(1).numpy()
+            pred = model(x).argmax(1).cpu().numpy()
         d_a = dominance(part_a, part_b, cfg)
         target = torch.from_numpy(labels[a])
         common = {"model": name, "pair": idx, "file_a": files[a], "file_b": files[b], "label_a": labels[a],
                   "label_b": labels[b], "pred_mix": pred, "pred_is_a": pred == labels[a],
-                  "pred_is_b": pred == labels[b], "share_a": d_a.double().flatten(1).mean(1).numpy()}
+                  "pred_is_b": pred == labels[b], "share_a": d_a.double().flatten(1).mean(1).cpu().numpy()}
         for method, explainer in explainers.items():
             t = time.perf_counter()
             maps = {}
@@ -258,7 +261,7 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
                 maps[method] = feature_power(mixed, cfg)
             elif method == "random":
                 maps[method] = torch.from_numpy(np.stack([np.random.default_rng([seed, int(p)]).random(d_a.shape[1:])
-                                                          for p in idx]))
+                                                          for p in idx])).to(dev)
             else:  # the map, and a method's own mask (PIQ, L2I) carried to the feature grid
                 expl = explain(explainer, x, target, seeds=idx.tolist())
                 maps[method] = expl.attribution

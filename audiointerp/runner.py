@@ -61,6 +61,7 @@ from .data import (
     read_meta,
     transform_version,
 )
+from .devices import DEVICE_CHOICES, describe_device, resolve_device
 from .errors import AudioFileError, CheckpointError, ConfigError, DatasetError, ResultsError, unknown_name
 from .interpret import (
     CAPTUM_PREFIX,
@@ -145,6 +146,9 @@ class RunConfig:
     inversion: str = option("gain", choices=INVERSIONS, help="how masked features become audio")
     audio_examples: int = option(0, help="write the masks' audio of the first N clips")
     fold: int = option(5, help="the fold to explain")
+    train_folds: tuple = option(TRAIN_FOLDS, parse=csv_ints, help="the training folds (SHAP's background), "
+                                                                   "comma-separated")
+    metadata: str = option("esc50.csv", help="the dataset's csv under meta/ (another dataset laid out like ESC-50)")
     limit: int | None = option(None, parse=optional(int), help="only the first N clips of the fold (none: all)")
     results: str = option("results", help="results root folder", metavar="DIR")
     masks: list | None = option(None, parse=optional(csv_list), help="mask names, comma-separated (none: all)")
@@ -165,6 +169,9 @@ class RunConfig:
     method_args: dict = option(default_factory=dict, parse=json_object, metavar="JSON",
                                help="per-method arguments, e.g. '{\"captum:Occlusion\": {\"sliding_window_shapes\": "
                                     "[8, 25]}}' (captum classes' constructor and attribute arguments)")
+    device: str = option("auto", parse=str, choices=DEVICE_CHOICES,
+                         help="where the classifier, the attribution methods and the scoring run: auto (CUDA when "
+                              "available), cpu, cuda, cuda:N, mps")
     on_bad_clip: str = option("error", choices=BAD_CLIP_POLICIES,
                               help="a clip with NaN/Inf, empty, truncated or silent audio: stop with an error "
                                    "naming it, or skip it (listed in run.json)")
@@ -283,7 +290,8 @@ def _provenance_key(cfg: RunConfig, ckpt_sha: str, method: str, masks: list) -> 
         key["interpreter_sha256"] = file_sha256(cfg.interpreter(method))
     if method == "shap":
         key.update(seed=cfg.seed, shap_nsamples=cfg.shap_nsamples,
-                   shap_background_per_class=cfg.shap_background_per_class)
+                   shap_background_per_class=cfg.shap_background_per_class,
+                   **({"train_folds": list(cfg.train_folds)} if tuple(cfg.train_folds) != TRAIN_FOLDS else {}))
     if method == "lime":
         key.update(seed=cfg.seed, lime_nsamples=cfg.lime_nsamples, lime_segmentation=cfg.lime_segmentation,
                    **({"lime_grid": list(cfg.lime_grid)} if cfg.lime_segmentation == "grid" else {}))
@@ -437,12 +445,14 @@ class RunContext:
     def __init__(self, cfg: RunConfig, tolerate_bad: bool = False):
         cfg.validate()
         self.cfg, self.noise = cfg, cfg.noise
-        model, extractor, ckpt = load_classifier(cfg.checkpoint)
+        self.device = resolve_device(cfg.device)
+        model, extractor, ckpt = load_classifier(cfg.checkpoint, device=self.device)
         for p in model.parameters():
             p.requires_grad_(False)
         self.model, self.fcfg, self.ckpt, self.name = model, extractor.cfg, ckpt, model_name(ckpt)
         fcfg = self.fcfg
-        ds = ESC50(cfg.root, (cfg.fold,), fcfg.sample_rate, fcfg.duration, on_bad_clip=cfg.on_bad_clip)
+        ds = ESC50(cfg.root, (cfg.fold,), fcfg.sample_rate, fcfg.duration, on_bad_clip=cfg.on_bad_clip,
+                   metadata=cfg.metadata)
         if list(ckpt["class_names"]) != list(ds.class_names):
             raise ConfigError(f"{cfg.checkpoint} was trained on {len(ckpt['class_names'])} classes "
                               f"({', '.join(ckpt['class_names'][:4])}, ...), but the dataset {ds.root} has "
@@ -450,7 +460,7 @@ class RunContext:
                               f"classes in the same order")
         self.ds = ds
         self.identity = ds.identity()
-        meta = read_meta(ds.root)
+        meta = read_meta(ds.root, cfg.metadata)
         fold_files = meta.loc[meta["fold"] == cfg.fold, "filename"].tolist()
         self.position = {fn: i for i, fn in enumerate(fold_files)}  # the clip's index in its fold: its seed
         self.digests = {fn: ds.clip_digest(i) for i, fn in enumerate(ds.filenames)}
@@ -493,12 +503,13 @@ class RunContext:
         if self._feats is None:
             t0 = time.perf_counter()
             try:
-                self._feats = condition_features(self._feature_ds, self.fcfg, self.noise, progress=progress)
+                feats = condition_features(self._feature_ds, self.fcfg, self.noise, progress=progress)
             except (AudioFileError, DatasetError):
                 if not (self.tolerate_bad and self.cfg.on_bad_clip == "error"):
                     raise
                 self._use_good_clips()
-                self._feats = condition_features(self._feature_ds, self.fcfg, self.noise, progress=progress)
+                feats = condition_features(self._feature_ds, self.fcfg, self.noise, progress=progress)
+            self._feats = feats.to(self.device)  # on the device for the whole run: no per-clip transfers
             self.seconds["features"] = time.perf_counter() - t0
         return self._feats
 
@@ -510,7 +521,8 @@ class RunContext:
         cfg, fcfg = self.cfg, self.fcfg
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            good = ESC50(cfg.root, (cfg.fold,), fcfg.sample_rate, fcfg.duration, on_bad_clip="skip")
+            good = ESC50(cfg.root, (cfg.fold,), fcfg.sample_rate, fcfg.duration, on_bad_clip="skip",
+                         metadata=cfg.metadata)
         self.bad = {s["filename"]: s["reason"] for s in good.skipped}
         self._feature_ds, self._index, self._feats, self._probs = good, None, None, None
 
@@ -547,7 +559,7 @@ class RunContext:
         if tuple(probs.shape) != (len(self._feature_ds), len(self.ckpt["class_names"])):
             raise ResultsError(f"probabilities of shape {tuple(probs.shape)} do not fit the {len(self._feature_ds)} "
                                f"clips of {self.ds.root} fold {self.cfg.fold}")
-        self._probs = probs
+        self._probs = probs.to(self.device)
 
     @property
     def labels(self) -> np.ndarray:
@@ -557,7 +569,7 @@ class RunContext:
     @property
     def preds(self) -> np.ndarray:
         """int64 ``[n_clips]``: the explained class of each clip (argmax of the probabilities)."""
-        return self.probabilities().argmax(1).numpy()
+        return self.probabilities().argmax(1).cpu().numpy()
 
     @property
     def accuracy(self) -> float:
@@ -574,18 +586,21 @@ class RunContext:
             DatasetError: the training folds hold no clips (named).
         """
         cfg, fcfg = self.cfg, self.fcfg
+
+        def compute():
+            return shap_background(cfg.root, fcfg, cfg.shap_background_per_class, cfg.seed, folds=cfg.train_folds,
+                                   metadata=cfg.metadata)
+
         try:
-            train = ESC50(cfg.root, TRAIN_FOLDS, fcfg.sample_rate, fcfg.duration)
+            train = ESC50(cfg.root, cfg.train_folds, fcfg.sample_rate, fcfg.duration, metadata=cfg.metadata)
         except DatasetError:  # let shap_background raise its own, clearer error
-            return shap_background(cfg.root, fcfg, cfg.shap_background_per_class, cfg.seed)
+            return compute()
         n_bg = len(stratified_background(train.labels, cfg.shap_background_per_class, cfg.seed))
         key = content_key({"kind": "shap-background", "clips_sha256": clips_sha256(train.filenames, train.digests),
                            "features": fcfg.to_dict(), "sample_rate": train.sample_rate, "duration": train.duration,
                            "per_class": cfg.shap_background_per_class, "seed": cfg.seed,
                            "transform": transform_version(), "choice": code_version("interpret.py")})
-        return cached_tensor(f"shap-background-{fcfg.kind}", key,
-                             lambda: shap_background(cfg.root, fcfg, cfg.shap_background_per_class, cfg.seed),
-                             (n_bg, *fcfg.shape), field="background")
+        return cached_tensor(f"shap-background-{fcfg.kind}", key, compute, (n_bg, *fcfg.shape), field="background")
 
     def method(self, name: str):
         """The attribution method ``name`` (:func:`audiointerp.interpret.make_method`), built once.
@@ -636,7 +651,7 @@ class RunContext:
                 "method": method, "condition": noise.label, "noise": noise.describe(),
                 "config": {**asdict(cfg), "methods": [method]}, "checkpoint": str(cfg.checkpoint),
                 "interpreter": cfg.interpreter(method) if method in LEARNED else None,
-                "features": self.fcfg.to_dict(), "seed": cfg.seed, "device": "cpu",
+                "features": self.fcfg.to_dict(), "seed": cfg.seed, "device": describe_device(self.device),
                 "accuracy": {noise.label: accuracy}, "n_clips_fold": len(self.ds),
                 "skipped_clips": list(getattr(self.ds, "skipped", [])),
                 "versions": package_versions(), "git_commit": previous.get("git_commit", git_commit()),
@@ -657,11 +672,12 @@ class RunContext:
         """float32 ``[len(idx), n_samples]``: the clips ``idx`` of :attr:`feature_dataset` as the model
         hears them under the condition (``mixture``: with each clip's seeded partner,
         :func:`audiointerp.noise.mixture_partners`, as the features were computed)."""
-        wav = self._feature_ds.waveforms(idx)
+        wav = self._feature_ds.waveforms(idx).to(self.device)
         if self.noise.is_mixture:
             if getattr(self, "_partners", None) is None or len(self._partners) != len(self._feature_ds):
                 self._partners = mixture_partners(self._feature_ds.labels, self.noise.seed)
-            return self.noise.apply(wav, self.fcfg.sample_rate, partners=self._feature_ds.waveforms(self._partners[idx]))
+            partners = self._feature_ds.waveforms(self._partners[idx]).to(self.device)
+            return self.noise.apply(wav, self.fcfg.sample_rate, partners=partners)
         return self.noise.apply(wav, self.fcfg.sample_rate)
 
     def check_clips(self, files) -> None:

@@ -189,6 +189,9 @@ def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor 
     n_nat = 0 if native is None else native.shape[1]
     if (n_nat or "audio" in domains) and wav is None:
         raise ConfigError("native masks and the audio domain need the clips' waveforms (wav)")
+    if wav is not None:  # everything on the features' device (one transfer per batch at most)
+        wav = wav.to(x.device)
+    probs = probs.to(x.device)
     spec = stft(wav, fcfg) if n_nat or "audio" in domains else None  # [b, n_lin, T], once per batch
     if n_nat:
         L = torch.log1p(spec.abs())[:, None]  # log1p_stft of the same STFT

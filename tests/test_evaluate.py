@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from audiointerp.errors import ConfigError
+from audiointerp.errors import ConfigError, DatasetError
 from audiointerp.evaluate import accuracy_report, evaluate_checkpoint, plot_confusion, report_markdown
 
 
@@ -62,7 +62,7 @@ def test_evaluate_checkpoint_and_card(toy_checkpoint, esc50_env, tmp_path):
     assert r.n == len(ds) == 12 and r.confusion.sum() == 12
     np.testing.assert_array_equal(np.sort(r.labels), np.sort(ds.labels))
     assert r.filenames == ds.filenames and "folds 5,4" in r.source
-    with pytest.raises(ConfigError, match="folds must be among 1-5"):
+    with pytest.raises(DatasetError, match="ESC-50 folds are 1-5, got \\[6\\]"):
         evaluate_checkpoint(toy_checkpoint, folds=(6,))
     fig = plot_confusion(r, tmp_path / "cm.png")
     assert (tmp_path / "cm.png").stat().st_size > 0 and fig.axes

@@ -284,9 +284,11 @@ def test_shap_background_is_one_cache_entry(esc50_env, toy_checkpoint, monkeypat
 
     ctx = runner.RunContext(RunConfig(checkpoint=str(toy_checkpoint), methods=["shap"]))
     bg = ctx.shap_background()
-    assert bg.shape == (3 * 2, 1, 64, 101) and len(list(cache_dir().glob("shap-background-mel-*.pt"))) == 1
+    entries = set(cache_dir().glob("shap-background-mel-*.pt"))  # other tests of the session may add theirs
+    assert bg.shape == (3 * 2, 1, 64, 101) and len(entries) >= 1
     monkeypatch.setattr(runner, "shap_background", lambda *a, **k: pytest.fail("recomputed"))
     assert torch.equal(runner.RunContext(RunConfig(checkpoint=str(toy_checkpoint))).shap_background(), bg)
+    assert set(cache_dir().glob("shap-background-mel-*.pt")) == entries  # read, not written again
     assert torch.equal(bg, interpret.shap_background(None, ctx.fcfg, 2, 0))
 
 

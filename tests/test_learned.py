@@ -117,7 +117,7 @@ def test_l2i_ratio_mask_in_unit_interval_and_components_sum_below_one(toy):
     H = net.activations(hidden) + 0.01  # every component active
     parts = net.component_masks(H)
     assert parts.shape == (6, 6, 257, cfg.n_frames)
-    assert float(parts.min()) >= 0 and float(parts.sum(1).max()) <= 1 + 1e-6
+    assert float(parts.detach().min()) >= 0 and float(parts.detach().sum(1).max()) <= 1 + 1e-6
     S = torch.tensor([[1.0, 0, 1, 0, 0, 1]]).expand(6, 6)
     mask = net.ratio_mask(H, S)
     assert float(mask.min()) >= 0 and float(mask.max()) <= 1 + 1e-6

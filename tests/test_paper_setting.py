@@ -148,3 +148,78 @@ def test_every_training_job_takes_an_explicit_cpu_device(esc50_env, tmp_path):
     m2 = train(TrainConfig(epochs=1, limit=3, device="auto", arch_args={"channels": (2, 4, 4, 4)}), tmp_path / "n.pt",
                progress=False)
     assert m2["history"] == m["history"]
+
+
+def test_every_job_takes_device_cpu_and_refuses_an_absent_device(esc50_env, toy_checkpoint, tmp_path):
+    """Runner, evaluation, explore, overlap and interpreter training each take device="cpu" explicitly;
+    an absent CUDA device is one clear error."""
+    from audiointerp.evaluate import evaluate_checkpoint
+    from audiointerp.explore import explain_clip, load_example
+    from audiointerp.learned import InterpreterTrainConfig, train_interpreter
+    from audiointerp.models import load_classifier
+    from audiointerp.overlap import overlap_test
+    from audiointerp.runner import RunConfig, run
+
+    out = run(RunConfig(checkpoint=str(toy_checkpoint), methods=["gradcam"], limit=1, results=str(tmp_path / "r"),
+                        masks=["bin"], device="cpu"), progress=False)
+    info = json.loads((tmp_path / "r" / "toy_mel" / "gradcam_clean" / "run.json").read_text())
+    assert info["device"]["device"] == "cpu" and out["gradcam"]["n_clips_done"] == 1
+    assert evaluate_checkpoint(toy_checkpoint, (5,), n_resamples=10, device="cpu").n == 6
+    model, ex, _ = load_classifier(toy_checkpoint, device="cpu")
+    wav, _ = load_example("5-100500-A-0.wav", esc50_env, 16000, 1.0)
+    assert explain_clip(model, ex, wav, "saliency", "bin").audio_in.device.type == "cpu"
+    assert len(overlap_test(toy_checkpoint, ["saliency"], n_pairs=2, progress=False, device="cpu")) == 6
+    summary = train_interpreter(InterpreterTrainConfig(kind="piq", checkpoint=str(toy_checkpoint), epochs=1,
+                                                       limit=3, device="cpu", args={"width": 8, "dim": 8}),
+                                tmp_path / "piq.pt", progress=False)
+    assert summary["epochs_run"] == 1
+    if not torch.cuda.is_available():
+        for call in (lambda: load_classifier(toy_checkpoint, device="cuda:0"),
+                     lambda: evaluate_checkpoint(toy_checkpoint, (5,), device="cuda"),
+                     lambda: run(RunConfig(checkpoint=str(toy_checkpoint), methods=["gradcam"], limit=1,
+                                           results=str(tmp_path / "r2"), device="cuda:1"), progress=False)):
+            with pytest.raises(ConfigError, match="CUDA is not available"):
+                call()
+
+
+def test_your_own_dataset_goes_through_train_run_and_tables(tmp_path, monkeypatch):
+    """A folder laid out like ESC-50 with its own csv name, 3 classes, 2-s clips at 22.05 kHz and
+    its own fold split (1-2 train, 3 validation, 4 test) trains, runs and tabulates."""
+    import soundfile as sf
+
+    from audiointerp.fit import TrainConfig, train
+    from audiointerp.models import load_classifier
+    from audiointerp.runner import RunConfig, run
+    from audiointerp.tables import build_tables
+
+    root, sr = tmp_path / "birds", 22050
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rng = np.random.default_rng(0)
+    rows, t = [], np.arange(2 * sr) / sr
+    for fold in range(1, 5):
+        for c, name in enumerate(["wren", "owl", "gull"]):
+            for j in range(2):
+                fn = f"bird-{fold}{c}{j}.wav"
+                y = 0.4 * np.sin(2 * np.pi * 500 * (c + 1) * t + rng.uniform(0, 6)) + 0.05 * rng.standard_normal(len(t))
+                sf.write(root / "audio" / fn, y.astype(np.float32), sr)
+                rows.append({"filename": fn, "fold": fold, "target": c, "category": name})
+    pd.DataFrame(rows).to_csv(root / "meta" / "birds.csv", index=False)
+    monkeypatch.setenv("ESC50_ROOT", str(root))
+    out = tmp_path / "birds_mel.pt"
+    m = train(TrainConfig(metadata="birds.csv", sample_rate=sr, duration=2.0, train_folds=(1, 2), val_folds=(3,),
+                          test_folds=(4,), epochs=2, device="cpu", arch_args={"channels": (4, 8, 8, 8)}), out,
+              progress=False)
+    assert m["n_train"] == 12 and m["n_test"] == 6
+    _, ex, ck = load_classifier(out)
+    assert ex.cfg.sample_rate == sr and ex.cfg.duration == 2.0 and ck["class_names"] == ["wren", "owl", "gull"]
+    res = tmp_path / "res"
+    run(RunConfig(checkpoint=str(out), methods=["saliency", "gradcam", "shap"], fold=4, train_folds=(1, 2),
+                  metadata="birds.csv", shap_nsamples=2, results=str(res), device="cpu"), progress=False)
+    info = json.loads((res / "birds_mel" / "shap_clean" / "run.json").read_text())
+    assert info["status"] == "complete" and info["n_clips_fold"] == 6 and info["key"]["train_folds"] == [1, 2]
+    t = build_tables(res, tmp_path / "sup", n_resamples=10, figures=False)
+    assert set(t["summary"]["clips"]) == {6}
+    with pytest.raises(Exception, match="fold 6 has no clips"):
+        run(RunConfig(checkpoint=str(out), methods=["saliency"], fold=6, metadata="birds.csv", results=str(res)),
+            progress=False)

@@ -65,7 +65,7 @@ def test_run_writes_logs(esc50_env, toy_checkpoint, tmp_path):
             assert spec["clip_digest"].tolist() == [ds.clip_digest(i) for i in range(6)]
         assert len(list((folder / "attributions").glob("*.npy"))) == 6
         info = json.loads((folder / "run.json").read_text())
-        assert info["status"] == "complete" and info["seed"] == 0 and info["device"] == "cpu"
+        assert info["status"] == "complete" and info["seed"] == 0 and info["device"]["type"] in ("cpu", "cuda")
         assert {"torch", "captum", "shap"} <= set(info["versions"])
         assert info["git_commit"] and info["features"]["kind"] == "mel"
         assert info["timings"]["clips_computed"] == 6 and set(info["accuracy"]) == {"clean"}

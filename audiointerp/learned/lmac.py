@@ -78,7 +78,7 @@ def draw_partners(labels: torch.Tensor, generator: torch.Generator) -> torch.Ten
     ``n`` > 1). One draw of ``n`` uniforms from ``generator`` whatever the labels, so a saved generator
     state reproduces the partners.
     """
-    labels = torch.as_tensor(labels).reshape(-1)
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
     n = len(labels)
     u = torch.rand(n, generator=generator)
     idx = torch.arange(n)

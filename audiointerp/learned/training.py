@@ -48,6 +48,8 @@ class InterpreterTrainConfig:
         limit: use only the first ``limit`` clips of each split (tests, dry runs).
         args: constructor overrides (e.g. ``{"width": 128}`` or L2I's ``alpha``/``beta``/``tau``).
         threads: torch threads (None: leave as is).
+        device: where the classifier and the interpreter run (``auto``: CUDA when available, ``cpu``,
+            ``cuda:N``, ``mps``; :func:`audiointerp.devices.resolve_device`).
     """
 
     kind: str = "l2i"
@@ -64,6 +66,7 @@ class InterpreterTrainConfig:
     limit: int | None = None
     args: dict = field(default_factory=dict)
     threads: int | None = None
+    device: str = "auto"
 
     def validate(self) -> None:
         """Raise ConfigError naming a bad value."""
@@ -107,14 +110,15 @@ def interpreter_data(model: nn.Module, cfg: FeatureConfig, root, folds, limit: i
     n = len(ds) if limit is None else min(int(limit), len(ds))
     feats = fold_features(ds, cfg, progress=progress)[:n]
     hm = HiddenMap(model)
+    dev = next(iter(model.parameters()), feats).device  # the cache lives on the model's device
     hidden, logits, Ls = [], [], []
     with torch.no_grad():
         for s in tqdm(range(0, n, batch_size), desc=f"folds {tuple(folds)}", disable=not progress):
             idx = list(range(s, min(s + batch_size, n)))
-            lg, h = hm(feats[idx])
+            lg, h = hm(feats[idx].to(dev))
             hidden.append(h)
             logits.append(lg)
-            Ls.append(log1p_stft(ds.waveforms(idx), cfg)[0])
+            Ls.append(log1p_stft(ds.waveforms(idx).to(dev), cfg)[0])
     return InterpreterData(torch.cat(hidden), torch.cat(logits), torch.cat(Ls))
 
 
@@ -173,6 +177,7 @@ def fit_interpreter(net: nn.Module, train: InterpreterData, val: InterpreterData
     """
     from tqdm.auto import tqdm
 
+    net.to(train.hidden.device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     history, best, best_state = [], math.inf, None
@@ -214,7 +219,7 @@ def _frozen_classifier(cfg):
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    model, extractor, ckpt = load_classifier(cfg.checkpoint)
+    model, extractor, ckpt = load_classifier(cfg.checkpoint, device=cfg.device)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, extractor.cfg, ckpt
@@ -311,7 +316,7 @@ class LMACTrainConfig(InterpreterTrainConfig):
 
 
 #: fields that may change between the sessions of one resumable run (they do not change finished epochs)
-RESUMABLE_CHANGES = ("epochs", "max_minutes", "threads")
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "threads", "device")  # where it runs may change too
 
 
 @dataclass
@@ -365,16 +370,17 @@ def lmac_data(model: nn.Module, cfg: FeatureConfig, root, folds, layers, limit: 
     n = len(ds) if limit is None else min(int(limit), len(ds))
     feats = fold_features(ds, cfg, progress=progress)[:n] if hidden else None
     hm = HiddenMaps(model, layers)
+    dev = next(iter(model.parameters())).device  # the cache lives on the model's device
     hs, logits, Ls, wavs = [], [], [], []
     with torch.no_grad():
         for s in tqdm(range(0, n, batch_size), desc=f"folds {tuple(folds)}", disable=not progress):
             idx = list(range(s, min(s + batch_size, n)))
-            wav = ds.waveforms(idx)
+            wav = ds.waveforms(idx).to(dev)
             Ls.append(log1p_stft(wav, cfg)[0])
             if waveforms:
                 wavs.append(wav)
             if hidden:
-                lg, h = hm(feats[idx].contiguous(memory_format=torch.channels_last))
+                lg, h = hm(feats[idx].to(dev).contiguous(memory_format=torch.channels_last))
                 hs.append(h)
                 logits.append(lg)
     return LMACData(L=torch.cat(Ls), hidden=[torch.cat(z) for z in zip(*hs)] if hidden else None,
@@ -507,6 +513,7 @@ def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: 
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    net.to(next(iter(model.parameters())).device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     identity = dict(identity or {})
