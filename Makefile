@@ -10,11 +10,15 @@ AUDIOINTERP_NOISES ?= $(if $(wildcard ../shared/noises),$(abspath ../shared/nois
 export ESC50_ROOT AUDIOINTERP_NOISES
 
 CHECKPOINT ?= weights/compact_mel.pt
-METHODS ?= saliency,gradcam,shap,piq,l2i
+# every built-in method (captum:<ClassName> runs by name too, e.g. METHODS=captum:IntegratedGradients)
+METHODS ?= saliency,gradcam,shap,lime,piq,l2i,lmac
+# LIME's samples per clip: 300 in the main job (as faithful to the 1000-sample map as two 1000-sample maps are to
+# each other, scripts/lime_samples.py), the prior art's 1000 in the grid (make reproduce)
+LIME_NSAMPLES ?=
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments reproduce grid grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq overlap clean-venv
+.PHONY: venv experiments reproduce grid grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq train-lmac train-cnn14 pretrained device-check overlap clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -24,12 +28,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# The main job: mel model, clean, Saliency + Grad-CAM + SHAP, 14 masks, all 400 fold-5 clips, then the tables.
+# The main job: mel model, clean, every built-in method, 14 masks (+ the learned methods' native masks), both
+# domains, all 400 fold-5 clips, on Dask (a LocalCluster of one single-threaded worker per core, notebooks/grid.ipynb),
+# then the tables. A killed run resumes where it stopped.
 experiments: venv
 	mkdir -p $(NB_OUT)
-	$(PY) -m papermill --cwd notebooks notebooks/experiments.ipynb $(NB_OUT)/experiments.ipynb \
-		-p checkpoint ../$(CHECKPOINT) -p methods $(METHODS) -p results ../results \
-		$(if $(LIMIT),-p limit $(LIMIT),)
+	$(PY) -m papermill --cwd notebooks notebooks/grid.ipynb $(NB_OUT)/experiments.ipynb \
+		-p cells ../$(CHECKPOINT):clean -p methods $(METHODS) -p results ../results \
+		$(if $(LIME_NSAMPLES),-p lime_nsamples $(LIME_NSAMPLES),) $(if $(LIMIT),-p limit $(LIMIT),)
 	$(MAKE) --no-print-directory tables
 
 # The full grid: (model:condition) cells, each with METHODS, 14 masks, both domains (spectrogram and
@@ -37,7 +43,7 @@ experiments: venv
 # (python -m audiointerp grid; docs/grid.md). SCHEDULER=local starts a LocalCluster of WORKERS
 # single-threaded worker processes (default: one per core); SCHEDULER=tcp://host:8786 uses a running
 # cluster. Resumable: finished shards and run folders are skipped. Exit status 2 lists failed tasks.
-GRID ?= compact_mel:clean compact_mel:white compact_mel:room compact_mel:horse compact_stft:clean
+GRID ?= compact_mel:clean compact_mel:white compact_mel:room compact_mel:horse compact_mel:mixture compact_stft:clean
 SCHEDULER ?= local
 WORKERS ?=
 SHARD ?=
@@ -47,9 +53,11 @@ space := $(empty) $(empty)
 GRID_CELLS = $(subst $(space),$(comma),$(foreach c,$(GRID),weights/$(word 1,$(subst :, ,$(c))).pt:$(word 2,$(subst :, ,$(c)))))
 grid: venv
 	$(PY) -m audiointerp grid --cells $(GRID_CELLS) --methods $(METHODS) --scheduler $(SCHEDULER) \
+		$(if $(LIME_NSAMPLES),--lime-nsamples $(LIME_NSAMPLES),) \
 		$(if $(WORKERS),--workers $(WORKERS),) $(if $(SHARD),--shard $(SHARD),) $(if $(LIMIT),--limit $(LIMIT),)
 
-# The grid, then the tables and the time per cell.
+# The grid with the prior art's LIME (1000 samples), then the tables and the time per cell.
+reproduce: LIME_NSAMPLES = 1000
 reproduce: grid
 	$(MAKE) --no-print-directory tables
 	$(MAKE) --no-print-directory grid-report
@@ -86,6 +94,23 @@ train-stft: venv
 	mkdir -p $(NB_OUT)
 	$(PY) -m papermill --cwd notebooks notebooks/train_classifier.ipynb $(NB_OUT)/train_classifier_stft.ipynb \
 		-p features stft -p epochs 40 $(if $(wildcard results/cv/compact_stft/cv.json),-p cv ../results/cv/compact_stft/cv.json,)
+
+# PANNs' 16 kHz AudioSet CNN14 (Zenodo record 3987831) into pretrained/, its md5 checked.
+pretrained: venv
+	$(PY) -c "from audiointerp.models import download_panns_cnn14; print(download_panns_cnn14('pretrained'))"
+
+# CNN14 fine-tuned from the PANNs weights (FEATURES=mel|stft): weights/cnn14_<features>.pt and its card. About
+# 80 M parameters: a job for a GPU (DEVICE=cuda; the notebook's device defaults to auto).
+DEVICE ?= auto
+train-cnn14: pretrained
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/train_classifier.ipynb $(NB_OUT)/train_cnn14_$(FEATURES).ipynb \
+		-p features $(FEATURES) -p architecture Cnn14 -p pretrained ../pretrained/Cnn14_16k_mAP=0.438.pth \
+		-p lr 1e-4 -p epochs 30 -p device $(DEVICE)
+
+# The GPU check (scripts/device_check.py): one training epoch and the main job on 16 clips on DEVICE and on the CPU.
+device-check: venv
+	$(PY) scripts/device_check.py --device $(if $(filter auto,$(DEVICE)),cuda,$(DEVICE)) --clips 16
 
 # Fold-5 accuracy of CHECKPOINT with a bootstrap 95% CI, per-class accuracy, confusion matrix (prints figures).
 accuracy: venv

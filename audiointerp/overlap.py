@@ -181,15 +181,16 @@ def match_scores(attr: torch.Tensor, d_a: torch.Tensor) -> tuple[np.ndarray, np.
     return ((pos * d).sum(1) / safe).cpu().numpy(), ((pos * (1 - d)).sum(1) / safe).cpu().numpy()
 
 
-def _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable):
-    """``({method: explainer or None (a baseline)}, {method: message of a skipped one})``."""
+def _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable, options=None):
+    """``({method: explainer or None (a baseline)}, {method: message of a skipped one})``; ``options``
+    are further :class:`audiointerp.interpret.MethodOptions` fields (e.g. ``lime_nsamples``)."""
     out, skipped = {}, {}
     for m in dict.fromkeys([*methods, *BASELINES]):
         if m in BASELINES:
             out[m] = None
             continue
         try:
-            out[m] = make_method(m, model, features=cfg, root=root, seed=seed, checkpoint=checkpoint)
+            out[m] = make_method(m, model, features=cfg, root=root, seed=seed, checkpoint=checkpoint, **(options or {}))
         except AudioInterpError as e:
             if not skip_unavailable:
                 raise
@@ -198,7 +199,8 @@ def _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable):
 
 
 def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=None, batch: int = 8,
-                 progress: bool = True, skip_unavailable: bool = False, device=None) -> pd.DataFrame:
+                 progress: bool = True, skip_unavailable: bool = False, device=None,
+                 method_options: dict | None = None) -> pd.DataFrame:
     """Run the overlap test (module docstring) of one classifier on fold-5 pairs.
 
     Every method explains the class of clip A on the mix; the baselines ``energy`` and ``random``
@@ -217,6 +219,8 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
             interpreter file) instead of raising; its message goes to ``df.attrs["skipped"]``.
         device: where the classifier and the methods run (:func:`audiointerp.devices.resolve_device`;
             None: the CPU).
+        method_options: further options of every method (:class:`audiointerp.interpret.MethodOptions`,
+            e.g. ``{"lime_nsamples": 300}``).
 
     Returns:
         DataFrame, one row per (method, pair), columns :data:`PAIR_COLUMNS`: ``pair`` the row of
@@ -238,7 +242,7 @@ def overlap_test(checkpoint, methods, n_pairs: int = 100, seed: int = 0, root=No
     cfg, name = extractor.cfg, model_name(ckpt)
     ds = ESC50(root, (FOLD,), cfg.sample_rate, cfg.duration)
     pairs = overlap_pairs(ds.labels, n_pairs, seed)
-    explainers, skipped = _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable)
+    explainers, skipped = _explainers(methods, model, cfg, checkpoint, root, seed, skip_unavailable, method_options)
     seconds = dict.fromkeys(explainers, 0.0)
     files, labels = np.asarray(ds.filenames), ds.labels
     rows = []

@@ -60,9 +60,16 @@ DOMAIN_ORDER = ["spectrogram", "audio"]
 
 
 def natural_order(values, preferred) -> list:
-    """The distinct ``values``: those in ``preferred`` first, in its order, then the rest sorted."""
+    """The distinct ``values``: those in ``preferred`` first, in its order, then the rest sorted; a
+    variant ``"<name> (<settings>)"`` (e.g. ``lime (n1000)``) right after its ``<name>``."""
     vals = list(dict.fromkeys(values))
-    return [v for v in preferred if v in vals] + sorted(v for v in vals if v not in preferred)
+    rank = {v: i for i, v in enumerate(preferred)}
+
+    def key(v):
+        base = str(v).split(" (", 1)[0]
+        return (rank.get(v, rank.get(base, len(rank))), base, v != base, str(v))
+
+    return sorted(vals, key=key)
 
 
 def _direction(name) -> bool | None:

@@ -300,10 +300,38 @@ def _provenance_key(cfg: RunConfig, ckpt_sha: str, method: str, masks: list) -> 
     return key
 
 
-def run_folder_name(method: str, condition_label: str) -> str:
-    """``<method>_<condition>``, the method's name made file-name safe (``captum:Occlusion`` ->
-    ``captum-Occlusion``); run.json keeps the method's real name."""
-    return f"{method.replace(':', '-')}_{condition_label}"
+def method_variant(cfg: RunConfig, method: str) -> str:
+    """The method's settings that differ from :class:`RunConfig`'s defaults, as a short tag: ``""``
+    at the defaults, e.g. ``n1000`` for LIME with 1000 samples, ``n128`` for SHAP with 128 draws,
+    ``grid8x50`` for LIME on a grid, ``args-<hash>`` for a captum class with arguments. Runs with
+    other settings of a method get their own run folder and their own row in the tables
+    (:func:`method_label`), so both can live in one results folder."""
+    import hashlib
+    import json
+
+    parts = []
+    if method == "lime":
+        if cfg.lime_nsamples != RunConfig.lime_nsamples:
+            parts.append(f"n{cfg.lime_nsamples}")
+        if cfg.lime_segmentation != RunConfig.lime_segmentation:
+            parts.append(f"{cfg.lime_segmentation}{'x'.join(map(str, cfg.lime_grid))}")
+    if method == "shap" and cfg.shap_nsamples != RunConfig.shap_nsamples:
+        parts.append(f"n{cfg.shap_nsamples}")
+    args = cfg.method_args.get(method) if isinstance(cfg.method_args, dict) else None
+    if args:
+        parts.append("args-" + hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()[:8])
+    return "-".join(parts)
+
+
+def method_label(method: str, variant: str) -> str:
+    """The method's name in the tables: ``lime``, or ``lime (n1000)`` for a variant."""
+    return f"{method} ({variant})" if variant else method
+
+
+def run_folder_name(method: str, condition_label: str, variant: str = "") -> str:
+    """``<method>[-<variant>]_<condition>``, the method's name made file-name safe (``captum:Occlusion``
+    -> ``captum-Occlusion``); run.json keeps the method's real name and its table label."""
+    return f"{method.replace(':', '-')}{'-' + variant if variant else ''}_{condition_label}"
 
 
 def _check_run(run_dir: Path, info: dict, key: dict, identity: dict) -> None:
@@ -469,7 +497,9 @@ class RunContext:
         self.wanted = {fn: (self.digests[fn], self.position[fn]) for fn in self.wanted_order}
         self.ckpt_sha = file_sha256(cfg.checkpoint)
         self.masks_of = {m: ([NATIVE] if m in LEARNED else []) + cfg.mask_list for m in cfg.methods}
-        self.run_dirs = {m: Path(cfg.results) / self.name / run_folder_name(m, self.noise.label) for m in cfg.methods}
+        self.variants = {m: method_variant(cfg, m) for m in cfg.methods}
+        self.run_dirs = {m: Path(cfg.results) / self.name / run_folder_name(m, self.noise.label, self.variants[m])
+                         for m in cfg.methods}
         self.keys = {m: _provenance_key(cfg, self.ckpt_sha, m, self.masks_of[m]) for m in cfg.methods}
         self.tolerate_bad = tolerate_bad
         self.bad: dict[str, str] = {}
@@ -648,7 +678,7 @@ class RunContext:
         """The run.json record of ``method``'s folder (without status, counts and timings)."""
         cfg, noise = self.cfg, self.noise
         return {"format": RUN_FORMAT, "key": self.keys[method], "dataset": self.identity, "model": self.name,
-                "method": method, "condition": noise.label, "noise": noise.describe(),
+                "method": method, "method_label": method_label(method, self.variants[method]), "condition": noise.label, "noise": noise.describe(),
                 "config": {**asdict(cfg), "methods": [method]}, "checkpoint": str(cfg.checkpoint),
                 "interpreter": cfg.interpreter(method) if method in LEARNED else None,
                 "features": self.fcfg.to_dict(), "seed": cfg.seed, "device": describe_device(self.device),

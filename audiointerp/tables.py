@@ -155,12 +155,13 @@ def clip_fingerprint(filenames, digests=None) -> str:
 def _run_identity(run_dir: Path, info: dict) -> tuple[str, str]:
     """(method, condition) of a run folder.
 
-    From run.json (top level, then ``key``), else the folder name split at its first ``_``
+    From run.json (its ``method_label``, e.g. ``lime (n1000)`` for a method run with non-default
+    settings, else its ``method``; then ``key``), else the folder name split at its first ``_``
     (condition labels may contain underscores).
     """
     method, _, condition = run_dir.name.partition("_")
     key = info.get("key") or {}
-    method = info.get("method") or key.get("method") or method
+    method = info.get("method_label") or info.get("method") or key.get("method") or method
     condition = info.get("condition") or key.get("condition") or condition
     return str(method), str(condition)
 
@@ -262,6 +263,15 @@ def _fold(info: dict):
     return info.get("fold", key.get("fold", cfg.get("fold")))
 
 
+def _mask_rules(info: dict) -> float:
+    """The ``topK_<k>_pos`` rule of a run: its key's ``mask_rules`` (2), 1 for a run with such masks
+    written before the key recorded it, NaN for a run without them."""
+    key = info.get("key") or {}
+    if not any(str(m).startswith("topK_") and str(m).endswith("_pos") for m in key.get("masks", [])):
+        return np.nan
+    return float(key.get("mask_rules", 1))
+
+
 def run_table(results: str | Path, model: str | None = None) -> pd.DataFrame:
     """One row per run folder that has a ``run.json``.
 
@@ -270,7 +280,9 @@ def run_table(results: str | Path, model: str | None = None) -> pd.DataFrame:
     (number of clips the run refused as bad audio, ``run.json["skipped_clips"]``, 0 when absent),
     clip_set (:func:`clip_fingerprint` of the fold, its clip count and the skipped clips: the clips
     behind ``accuracy``), noise (noise file name, ``none`` for clean), noise_snr_db (mixing SNR in
-    dB from ``run.json["noise"]``), status, path.
+    dB from ``run.json["noise"]``), status, mask_rules (the ``topK_<k>_pos`` rule the run used:
+    2 keeps ties at the quantile as ``topK_<k>`` does, :data:`audiointerp.masks.MASK_RULES`; 1 the exact
+    count of runs written before issue 12; NaN without ``topK_*_pos`` masks), path.
 
     Raises:
         ResultsError: no ``run.json`` under ``results`` (names the folder); a damaged ``run.json``
@@ -296,7 +308,8 @@ def run_table(results: str | Path, model: str | None = None) -> pd.DataFrame:
                      "accuracy": np.nan if acc is None else float(acc), "n_clips": n, "fold": fold,
                      "skipped_clips": len(skipped),
                      "clip_set": clip_fingerprint([f"fold {fold}, {n} clips"] + [f"skipped {s}" for s in skipped]),
-                     **_noise_fields(info.get("noise")), "status": info.get("status", ""), "path": str(run_dir)})
+                     **_noise_fields(info.get("noise")), "status": info.get("status", ""),
+                     "mask_rules": _mask_rules(info), "path": str(run_dir)})
     if not rows:
         raise _NoResults(f"no run.json found under {results} (expected <model>/<method>_<condition>/run.json)")
     return pd.DataFrame(rows)
@@ -877,6 +890,17 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
     index = ["# Supplementary tables", "",
              f"Rebuilt from `{Path(results).name}/` by `audiointerp.tables.build_tables`. {ci_note} "
              "Every table also as `.csv` (all numbers, and each row's `clip_set` fingerprint) and `.tex`.", ""]
+    try:
+        runs = run_table(results, model)
+        old_rule = runs[runs["mask_rules"] == 1]
+    except ResultsError:
+        old_rule = pd.DataFrame()
+    if len(old_rule):
+        cells = sorted({f"{r.model} · {r.condition}" for r in old_rule.itertuples()})
+        index += [f"Mask rule: the `topK_<k>_pos` masks of {len(old_rule)} run folders ({', '.join(cells)}) were "
+                  "computed before issue 12 with the exact-count rule (the top round(k·N) positive bins); the others "
+                  "keep ties at the quantile as `topK_<k>` does (`audiointerp.masks`). The two differ by at most one bin "
+                  "per clip on maps without tied values.", ""]
     summary_md = export(summary, "summary", "Summary: means over all masks and clips",
                         best_within=["model", "condition", "domain"])
     index += ["## Summary", "", summary_md, ""]

@@ -33,13 +33,15 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8, help="pairs per batch")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N, mps")
+    ap.add_argument("--lime-nsamples", type=int, default=300, help="LIME samples per pair (the main job's 300)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     t = time.perf_counter()
     try:
         df = overlap_test(args.checkpoint, [m.strip() for m in args.methods.split(",") if m.strip()], args.pairs,
-                          args.seed, args.root, args.batch, skip_unavailable=True, device=args.device)
+                          args.seed, args.root, args.batch, skip_unavailable=True, device=args.device,
+                          method_options={"lime_nsamples": args.lime_nsamples})
         for method, message in df.attrs["skipped"].items():
             print(f"skipped {method}: {message}")
         paths = write_overlap(df, args.out, seed=args.seed)

@@ -563,21 +563,23 @@ def test_lime_captum_and_mixture_in_the_runner(esc50_env, toy_checkpoint, tmp_pa
     out = run(_cfg(toy_checkpoint, tmp_path, methods=["lime", "captum:IntegratedGradients"], limit=2,
                    masks=["topK_30_pos", "bin"], lime_nsamples=20,
                    method_args={"captum:IntegratedGradients": {"n_steps": 8}}), progress=False)
-    lime_dir = tmp_path / "toy_mel" / "lime_clean"
-    ig_dir = tmp_path / "toy_mel" / "captum-IntegratedGradients_clean"
+    lime_dir = tmp_path / "toy_mel" / "lime-n20_clean"  # non-default settings: their own folder and label
+    ig_dir = next((tmp_path / "toy_mel").glob("captum-IntegratedGradients-args-*_clean"))
     assert out["lime"]["n_clips_done"] == 2 and out["captum:IntegratedGradients"]["folder"] == str(ig_dir)
     key = json.loads((lime_dir / "run.json").read_text())["key"]
     assert key["lime_nsamples"] == 20 and key["lime_segmentation"] == "quickshift" and key["mask_rules"] == 2
     info = json.loads((ig_dir / "run.json").read_text())
     assert info["method"] == "captum:IntegratedGradients" and info["key"]["method_args"] == {"n_steps": 8}
-    with pytest.raises(ResultsError, match="lime_nsamples"):
+    with pytest.raises(ResultsError, match="seed"):  # the same variant with another seed: refused
         run(_cfg(toy_checkpoint, tmp_path, methods=["lime"], limit=2, masks=["topK_30_pos", "bin"],
-                 lime_nsamples=40), progress=False)
+                 lime_nsamples=20, seed=1), progress=False)
     with pytest.raises(ConfigError, match="method_args"):
         run(_cfg(toy_checkpoint, tmp_path, methods=["saliency"], method_args={"gradcam": {}}), progress=False)
     from audiointerp.tables import load_results
 
-    assert set(load_results(tmp_path)["method"]) == {"lime", "captum:IntegratedGradients"}
+    labels = set(load_results(tmp_path)["method"])
+    assert labels == {"lime (n20)", f"captum:IntegratedGradients ({ig_dir.name.split('-', 2)[2][:-6]})"}, labels
+    assert json.loads((lime_dir / "run.json").read_text())["method_label"] == "lime (n20)"
     # the mixture condition: each clip with a seeded partner of another class, at 12 dB
     out = run(_cfg(toy_checkpoint, tmp_path, methods=["saliency"], condition="mixture", limit=3,
                    masks=["bin"]), progress=False)
