@@ -669,7 +669,7 @@ def run_grid(cfg: GridConfig, client=None, progress: bool | None = True, shard_f
     cells, summaries, folders = [], {}, {}
     for ctx in contexts:
         for method in ctx.cfg.methods:
-            label = f"{ctx.name}/{method}_{ctx.noise.label}"
+            label = f"{ctx.name}/{ctx.run_dirs[method].name}"
             out = ctx.run_dirs[method]
             if out in folders:
                 raise ConfigError(f"cells {folders[out]} and {ctx.cfg.checkpoint}:{ctx.cfg.condition} write the same "

@@ -896,8 +896,8 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
     except ResultsError:
         old_rule = pd.DataFrame()
     if len(old_rule):
-        cells = sorted({f"{r.model} · {r.condition}" for r in old_rule.itertuples()})
-        index += [f"Mask rule: the `topK_<k>_pos` masks of {len(old_rule)} run folders ({', '.join(cells)}) were "
+        where = sorted({f"{r.model} · {r.condition}" for r in old_rule.itertuples()})
+        index += [f"Mask rule: the `topK_<k>_pos` masks of {len(old_rule)} run folders ({', '.join(where)}) were "
                   "computed before issue 12 with the exact-count rule (the top round(k·N) positive bins); the others "
                   "keep ties at the quantile as `topK_<k>` does (`audiointerp.masks`). The two differ by at most one bin "
                   "per clip on maps without tied values.", ""]

@@ -28,6 +28,11 @@ METHODS = ["saliency", "shap"]
 COMMON = dict(methods=METHODS, chunk=2, shap_nsamples=2, masks=["minmax", "topK_30_pos", "bin"])
 
 
+def _run_name(m: str) -> str:
+    """The run folder's method part: SHAP with 2 draws (COMMON) is SHAP's ``n2`` variant."""
+    return f"{m}-n2" if m == "shap" else m
+
+
 def _grid_cfg(ckpt, results, conditions=("clean", "white_gen"), **kw):
     return GridConfig(cells=[f"{ckpt}:{c}" for c in conditions], results=str(results), shard=2,
                       **{**COMMON, **kw})
@@ -149,7 +154,7 @@ def test_killed_worker_costs_only_its_task(client, reference, esc50_env, toy_che
     want = {k: v for k, v in _outputs(reference).items() if "_clean/" in k}
     assert _outputs(res) == want  # complete, nothing written twice, the sequential bytes
     for m in METHODS:
-        df = pd.read_csv(res / "toy_mel" / f"{m}_clean" / "csvs" / "bin.csv")
+        df = pd.read_csv(res / "toy_mel" / f"{_run_name(m)}_clean" / "csvs" / "bin.csv")
         assert not df.duplicated(["filename", "domain"]).any() and len(df) == 12
 
 
@@ -171,7 +176,7 @@ def test_bad_clip_fails_its_shard_only_then_resumes(client, reference, nan_root,
     root, bad, original = nan_root
     res = tmp_path / "grid"
     out = run_grid(_grid_cfg(toy_checkpoint, res, conditions=("clean",)), client=client, progress=False)
-    assert sorted(t for t, _ in out.failed) == ["toy_mel/saliency_clean clips 2-3", "toy_mel/shap_clean clips 2-3"]
+    assert sorted(t for t, _ in out.failed) == ["toy_mel/saliency_clean clips 2-3", "toy_mel/shap-n2_clean clips 2-3"]
     for _, error in out.failed:
         assert "5-100510-A-1.wav" in error and "NaN" in error and "\n" not in error
     with pytest.raises(GridError, match=r"2 of 7 grid tasks failed.*\[toy_mel/saliency_clean clips 2-3\].*"
@@ -179,8 +184,8 @@ def test_bad_clip_fails_its_shard_only_then_resumes(client, reference, nan_root,
         out.raise_for_failures()
     assert "\n" not in str(err.value)
     for m in METHODS:  # the other shards finished and wait, committed, for the next run
-        folder = res / "toy_mel" / f"{m}_clean"
-        assert out.cells[f"toy_mel/{m}_clean"]["failed"] == [f"toy_mel/{m}_clean clips 2-3"]
+        folder = res / "toy_mel" / f"{_run_name(m)}_clean"
+        assert out.cells[f"toy_mel/{_run_name(m)}_clean"]["failed"] == [f"toy_mel/{_run_name(m)}_clean clips 2-3"]
         assert sorted(p.name[:11] for p in (folder / "shards").iterdir()) == ["00000-00001", "00004-00005"]
         assert not (folder / "run.json").exists() and not (folder / "csvs").exists()
     # fix the clip: the next run computes the failed shards and assembles the sequential run's bytes
@@ -190,7 +195,7 @@ def test_bad_clip_fails_its_shard_only_then_resumes(client, reference, nan_root,
     assert again.failed == []
     assert _outputs(res) == {k: v for k, v in _outputs(reference).items() if "_clean/" in k}
     for m in METHODS:
-        assert again.cells[f"toy_mel/{m}_clean"]["grid"]["computed_now"] >= 1
+        assert again.cells[f"toy_mel/{_run_name(m)}_clean"]["grid"]["computed_now"] >= 1
 
 
 def test_interrupted_assembly_is_completed_by_the_next_run(client, reference, esc50_env, toy_checkpoint, tmp_path,
@@ -243,7 +248,7 @@ def test_results_move_little_between_thread_counts(esc50_env, toy_checkpoint, tm
             torch.set_num_threads(threads)
             run(RunConfig(checkpoint=str(toy_checkpoint), results=str(tmp_path / str(threads)), **COMMON),
                 progress=False)
-            frames[threads] = {m: pd.read_csv(tmp_path / str(threads) / "toy_mel" / f"{m}_clean" / "csvs" / "bin.csv")
+            frames[threads] = {m: pd.read_csv(tmp_path / str(threads) / "toy_mel" / f"{_run_name(m)}_clean" / "csvs" / "bin.csv")
                                for m in METHODS}
     finally:
         torch.set_num_threads(before)

@@ -41,7 +41,7 @@ def test_pipeline_on_a_few_real_clips(tmp_path):
     out = run(RunConfig(checkpoint=str(ckpt), methods=["saliency", "gradcam", "shap"], limit=3, shap_nsamples=4,
                         results=str(tmp_path), root=str(ROOT)), progress=False)
     for method in ("saliency", "gradcam", "shap"):
-        folder = tmp_path / "compact_mel" / f"{method}_clean"
+        folder = tmp_path / "compact_mel" / (f"{method}-n4_clean" if method == "shap" else f"{method}_clean")
         for mask in MASK_NAMES:
             df = pd.read_csv(folder / "csvs" / f"{mask}.csv")
             for domain in ("spectrogram", "audio"):

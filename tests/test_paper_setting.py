@@ -114,7 +114,7 @@ def test_your_own_classifier_trains_is_explained_scored_tabulated_and_reloads(es
     info = json.loads((res / "tiny" / "gradcam_clean" / "run.json").read_text())
     assert info["status"] == "partial" and info["n_clips_done"] == 2
     t = build_tables(res, tmp_path / "sup", n_resamples=10, figures=False)
-    assert set(t["summary"].reset_index()["method"]) == {"saliency", "gradcam", "shap"}
+    assert set(t["summary"].reset_index()["method"]) == {"saliency", "gradcam", "shap (n2)"}
     assert np.isfinite(t["summary"]["FF"]).all()
 
 
@@ -216,7 +216,7 @@ def test_your_own_dataset_goes_through_train_run_and_tables(tmp_path, monkeypatc
     res = tmp_path / "res"
     run(RunConfig(checkpoint=str(out), methods=["saliency", "gradcam", "shap"], fold=4, train_folds=(1, 2),
                   metadata="birds.csv", shap_nsamples=2, results=str(res), device="cpu"), progress=False)
-    info = json.loads((res / "birds_mel" / "shap_clean" / "run.json").read_text())
+    info = json.loads((res / "birds_mel" / "shap-n2_clean" / "run.json").read_text())
     assert info["status"] == "complete" and info["n_clips_fold"] == 6 and info["key"]["train_folds"] == [1, 2]
     t = build_tables(res, tmp_path / "sup", n_resamples=10, figures=False)
     assert set(t["summary"]["clips"]) == {6}

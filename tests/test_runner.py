@@ -416,7 +416,7 @@ def test_shap_in_the_runner(esc50_env, toy_checkpoint, tmp_path):
     assert out["shap"]["n_clips_done"] == 2
     again = run(_cfg(toy_checkpoint, tmp_path, methods=["shap"], limit=2, shap_nsamples=4), progress=False)
     assert again["shap"]["clips_computed"] == 0
-    a = torch.from_numpy(np.load(next((tmp_path / "toy_mel" / "shap_clean" / "attributions").glob("*.npy"))))
+    a = torch.from_numpy(np.load(next((tmp_path / "toy_mel" / "shap-n4_clean" / "attributions").glob("*.npy"))))
     assert a.shape == (1, 64, 101) and a.abs().sum() > 0
 
 

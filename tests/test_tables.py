@@ -553,3 +553,35 @@ def test_skipped_clips_give_their_run_its_own_clip_set(tmp_path):
     assert "**1.000**" not in md  # accuracies not compared; the SNRs are (and tie: none bold)
     assert "(recon_snr_db)" not in md
     assert "clip sets differ within model m (accuracy): no best value marked" in md
+
+
+def test_runs_of_the_old_topk_pos_rule_are_named(tmp_path):
+    rows = {"topK_30_pos": [_row(s) for s in range(2)]}
+    old = {"method": "saliency", "condition": "clean", "accuracy": {"clean": 1.0}, "n_clips_fold": 2,
+           "key": {"fold": 5, "masks": ["topK_30_pos"]}}
+    _run(tmp_path / "res", "saliency", rows, info=old)
+    _run(tmp_path / "res", "gradcam", rows, info={**old, "method": "gradcam",
+                                                  "key": {**old["key"], "mask_rules": 2}})
+    runs = run_table(tmp_path / "res").set_index("method")
+    assert runs.loc["saliency", "mask_rules"] == 1 and runs.loc["gradcam", "mask_rules"] == 2
+    build_tables(tmp_path / "res", tmp_path / "sup", mask="topK_30_pos", n_resamples=10, figures=False)
+    index = (tmp_path / "sup" / "tables.md").read_text()
+    assert "Mask rule: the `topK_<k>_pos` masks of 1 run folders (m · clean)" in index
+
+
+def test_method_variants_sort_after_their_method_and_keep_their_rows(tmp_path):
+    rows = {"bin": [_row(s) for s in range(2)]}
+    for method in ("lime", "saliency"):
+        _run(tmp_path, method, rows)
+    info = {"method": "lime", "method_label": "lime (n1000)", "condition": "clean", "accuracy": {"clean": 1.0},
+            "n_clips_fold": 4, "key": {"fold": 5}}
+    run = tmp_path / "m" / "lime-n1000_clean"
+    (run / "csvs").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps(info))
+    from audiointerp.results_io import write_log
+
+    write_log(run / "csvs" / "bin.csv", rows["bin"])
+    from audiointerp.tables import summary_table
+
+    t = summary_table(load_results(tmp_path), n_resamples=0)
+    assert list(t.index.get_level_values("method")) == ["saliency", "lime", "lime (n1000)"]
