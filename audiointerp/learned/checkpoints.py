@@ -194,10 +194,8 @@ def _lmac_card(ckpt: dict) -> str:
               f"| time | {tr.get('minutes', float('nan')):.1f} min training "
               f"({tr.get('seconds_per_epoch', float('nan')):.0f} s per epoch, {tr.get('sessions', 1)} session(s): "
               f"resumable from `<out>.state.pt`) + {tr.get('cache_minutes', float('nan')):.1f} min caching on "
-              f"this machine |",
-              f"| git commit | {tr.get('git_commit')} |", "", "Validation (fold 4) at the kept epoch:", "",
-              "| term | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in m.items() if k.startswith("val_")]
+              f"this machine |"]
+    lines += _card_validation(tr, m)
     hist = tr.get("history", [])
     if hist:
         extra = " | val guided" if ft else ""
@@ -209,6 +207,14 @@ def _lmac_card(ckpt: dict) -> str:
                   f"{h['val_out']:.4f} | {h['val_l1']:.4f}" + (f" | {h['val_guided']:.2f}" if ft else "") + " |"
                   for h in hist]
     return "\n".join(lines) + "\n"
+
+
+def _card_validation(tr: dict, m: dict) -> list:
+    """The card lines every interpreter shares: the git commit row, then the fold-4 validation terms of the
+    kept epoch (``m``: the checkpoint's metrics, ``val_*`` floats) as a Markdown table."""
+    return ([f"| git commit | {tr.get('git_commit')} |", "", "Validation (fold 4) at the kept epoch:", "",
+             "| term | value |", "|---|---|"]
+            + [f"| {k} | {v:.4f} |" for k, v in m.items() if k.startswith("val_")])
 
 
 def interpreter_card(ckpt: dict) -> str:
@@ -236,10 +242,8 @@ def interpreter_card(ckpt: dict) -> str:
               f"| epochs | {tr.get('epochs_run')} run (max {cfgd.get('epochs')}), checkpoint = epoch "
               f"{tr.get('best_epoch')}, the lowest validation loss |",
               f"| time | {tr.get('minutes', float('nan')):.1f} min training + {tr.get('cache_minutes', float('nan')):.1f}"
-              f" min caching on this machine |",
-              f"| git commit | {tr.get('git_commit')} |", "", "Validation (fold 4) at the kept epoch:", "",
-              "| term | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in m.items() if k.startswith("val_")]
+              f" min caching on this machine |"]
+    lines += _card_validation(tr, m)
     hist = tr.get("history", [])
     if hist:
         lines += ["", "Per-epoch history (train / validation total loss):", "", "| epoch | train | val |",

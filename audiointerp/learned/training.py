@@ -162,6 +162,16 @@ def new_interpreter(kind: str, cfg: FeatureConfig, hidden_shape, n_classes: int,
                                      **args})
 
 
+def _optimiser_step(opt: torch.optim.Optimizer, terms: dict, sums: dict, n_items: int) -> None:
+    """One Adam step on ``terms["total"]`` (a scalar loss tensor); adds each term times ``n_items`` (the batch
+    size) to ``sums`` so that an epoch's means weight every item once."""
+    opt.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    opt.step()
+    for k, v in terms.items():
+        sums[k] = sums.get(k, 0.0) + float(v.detach()) * n_items
+
+
 def fit_interpreter(net: nn.Module, train: InterpreterData, val: InterpreterData, epochs: int, batch_size: int,
                     lr: float, seed: int = 0, weight_decay: float = 0.0, max_minutes: float = math.inf,
                     progress: bool = False, on_epoch=None) -> dict:
@@ -188,12 +198,7 @@ def fit_interpreter(net: nn.Module, train: InterpreterData, val: InterpreterData
         sums, n = {}, 0
         for s in range(0, len(train), batch_size):
             idx = order[s:s + batch_size]
-            terms = net.losses(train.hidden[idx], train.L[idx], train.logits[idx])
-            opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            opt.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            _optimiser_step(opt, net.losses(train.hidden[idx], train.L[idx], train.logits[idx]), sums, len(idx))
             n += len(idx)
         row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
                **{f"val_{k}": v for k, v in _evaluate(net, val, batch_size).items()},
@@ -546,12 +551,7 @@ def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: 
                 else:
                     hidden, L_in, logits = [h[idx] for h in train.hidden], train.L[idx], train.logits[idx]
                     L_clean = None
-                terms = net.losses(hidden, L_in, logits, classify, L_clean)
-                opt.zero_grad(set_to_none=True)
-                terms["total"].backward()
-                opt.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+                _optimiser_step(opt, net.losses(hidden, L_in, logits, classify, L_clean), sums, len(idx))
                 n += len(idx)
             val_terms = _evaluate_lmac(net, classify, val, batch_size)
             elapsed += time.perf_counter() - t0
