@@ -82,7 +82,7 @@ data: venv
 	$(PY) -m audiointerp data --dest data
 
 benchmark: venv
-	$(PY) scripts/benchmark.py --checkpoint $(CHECKPOINT)
+	$(PY) scripts/benchmark.py --checkpoint $(CHECKPOINT) --methods $(METHODS)
 
 # One notebook for both classifiers: weights/compact_<features>.pt, its card and confusion matrix.
 train-mel: venv

@@ -146,11 +146,11 @@ def explain_clip(model, extractor, waveform: torch.Tensor, method: str, mask: st
         inversion: ``gain`` or ``pinv`` (:func:`audiointerp.processing.resynthesise`).
         explainer: a prebuilt method (:func:`audiointerp.interpret.make_method`; it must be
             ``method``), else one is built here (SHAP: background from ``root``, ``shap_nsamples``
-            draws, ``seed``; PIQ / L2I: the interpreter next to ``checkpoint``).
+            draws, ``seed``; PIQ / L2I / L-MAC: the interpreter next to ``checkpoint``).
         target: class to explain (default: the predicted class, as the runner does).
         clip_index: the per-clip seed of stochastic methods (the runner uses the clip's index in
             its fold, :func:`fold_index`).
-        checkpoint: the classifier's file (PIQ / L2I find their interpreter next to it).
+        checkpoint: the classifier's file (PIQ / L2I / L-MAC find their interpreter next to it).
 
     Returns:
         a :class:`ClipExplanation`.

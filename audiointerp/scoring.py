@@ -169,7 +169,7 @@ def score_masks(scorer, probs: torch.Tensor, x: torch.Tensor, wav: torch.Tensor 
         domains: ``spectrogram`` and/or ``audio``; inversion: ``gain`` or ``pinv``.
         native: a method's own masks over the log1p STFT, ``[batch, n_native, 1, n_fft//2+1,
             n_frames]`` in [0, 1], standing for the first ``n_native`` entries of ``m`` (their
-            feature-grid versions, used for SPS and COMP). They are applied as PIQ / L2I apply
+            feature-grid versions, used for SPS and COMP). They are applied as PIQ / L2I / L-MAC apply
             them (:func:`audiointerp.masks.apply_log1p_mask`): x_in has the magnitude
             ``expm1(M ⊙ log1p|STFT|)`` and x_out ``expm1((1 − M) ⊙ log1p|STFT|)``; the audio domain
             is their ISTFT with the clip's phase.

@@ -6,8 +6,8 @@ Measures on this machine, for a checkpoint:
     2 x n_masks forwards per clip and method, and SHAP's nsamples forward+backward per clip;
   * the audio domain: re-synthesis of one chunk's masked inputs (gain and pinv inversions),
     re-analysis, and the reconstruction SNR of unmasked clips through each inversion;
-  * clips/s of each method through the real runner on --clips clips (both domains), and the
-    projected minutes of the full fold (all methods);
+  * clips/s of each of the main job's methods (--methods; LIME at --main-lime-nsamples) through the
+    real runner on --clips clips (both domains), and the projected minutes of the full fold;
   * LIME (--lime-clips real fold-5 clips, --lime-nsamples samples): s/clip beside its bare
     forward passes (the same number of inputs, in the same batches, through the same
     BatchNorm-folded model, and through the model as loaded), and the ratio; each clip's LIME and
@@ -84,11 +84,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="weights/compact_mel.pt")
     ap.add_argument("--clips", type=int, default=40)
-    ap.add_argument("--methods", default="saliency,gradcam,shap")
+    ap.add_argument("--methods", default="saliency,gradcam,shap,lime,piq,l2i,lmac",
+                    help="the main job's methods (make benchmark passes the Makefile's METHODS)")
     ap.add_argument("--shap-nsamples", type=int, default=32)
     ap.add_argument("--fold-size", type=int, default=400)
     ap.add_argument("--lime-clips", type=int, default=4, help="clips for the LIME cost (0: skip)")
-    ap.add_argument("--lime-nsamples", type=int, default=1000)
+    ap.add_argument("--lime-nsamples", type=int, default=1000, help="LIME samples for the LIME cost (the prior art's)")
+    ap.add_argument("--main-lime-nsamples", type=int, default=RunConfig.lime_nsamples,
+                    help="LIME samples of the main job's run (RunConfig's default)")
     ap.add_argument("--lime-batch", type=int, default=50)
     ap.add_argument("--lime-only", action="store_true", help="only the LIME cost")
     args = ap.parse_args()
@@ -158,9 +161,12 @@ def main() -> None:
           f"pinv {snr['pinv'].mean():.1f} dB (min {snr['pinv'].min():.1f}, max {snr['pinv'].max():.1f})")
     methods = args.methods.split(",")
     n = args.fold_size
-    floor = n * ms / 1000 + len(methods) * n * per_clip_masks + ("shap" in methods) * n * t_shap
+    t_lime_passes = args.main_lime_nsamples * t_fused / (8 * 2 * n_masks)  # LIME's forwards, BatchNorm folded
+    floor = (n * ms / 1000 + len(methods) * n * per_clip_masks + ("shap" in methods) * n * t_shap
+             + ("lime" in methods) * n * t_lime_passes)
     print(f"bare passes per clip: masks ({2 * n_masks} inputs) {1000 * per_clip_masks:.0f} ms, "
-          f"SHAP {args.shap_nsamples} fwd+bwd {1000 * t_shap:.0f} ms")
+          f"SHAP {args.shap_nsamples} fwd+bwd {1000 * t_shap:.0f} ms, "
+          f"LIME {args.main_lime_nsamples} forwards {1000 * t_lime_passes:.0f} ms")
     print(f"floor of the {n}-clip job ({', '.join(methods)}): {floor / 60:.1f} min")
 
     total = 0.0
@@ -168,7 +174,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for m in methods:
             s = run(RunConfig(checkpoint=args.checkpoint, methods=[m], limit=args.clips, results=tmp,
-                              shap_nsamples=args.shap_nsamples), progress=False)[m]
+                              shap_nsamples=args.shap_nsamples, lime_nsamples=args.main_lime_nsamples),
+                    progress=False)[m]
             cps = s["clips_computed"] / s["seconds"]
             total += n / cps
             rows.append((m, cps, s["attribution_seconds"] / args.clips, s["mask_forward_seconds"] / args.clips,
