@@ -6,7 +6,10 @@ augmentation works on the cached dB features:
 * random circular time shift and random gain (dB offset),
 * SpecAugment frequency and time masks (Park et al., Interspeech 2019) filled with the -100 dB
   floor, i.e. the same "silence" the interpretation masks produce,
-* optional mixup (Zhang et al., ICLR 2018) with Beta(alpha, alpha) weights and label smoothing.
+* optional mixup (Zhang et al., ICLR 2018) with Beta(alpha, alpha) weights and label smoothing;
+* optional knowledge distillation from teacher checkpoints (Hinton et al., 2015: soft targets,
+  :func:`teacher_targets`) and an exponential moving average of the weights (Polyak & Juditsky
+  1992; ``torch.optim.swa_utils``), the two levers of issue 15 not measured before.
 
 The best-validation weights are kept as a *copy* (not the last epoch). Training is seeded and
 checkpointed every epoch to ``<out>.state.pt``, so an interrupted run resumes from the same step.
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 
-from .config import csv_ints, option, optional
+from .config import csv_ints, csv_list, option, optional
 from .data import ESC50, TEST_FOLDS, TRAIN_FOLDS, VAL_FOLDS, fold_features
 from .devices import DEVICE_CHOICES, describe_device, resolve_device
 from .errors import CheckpointError, ConfigError
@@ -35,6 +38,7 @@ from .models import (
     build_model,
     check_contract,
     clone_state,
+    load_classifier,
     load_panns_cnn14,
     load_weights,
     predict_logits,
@@ -42,6 +46,7 @@ from .models import (
     save_checkpoint,
 )
 from .processing import FLOOR_DB, FeatureConfig
+from .provenance import file_sha256
 
 
 @dataclass
@@ -70,6 +75,17 @@ class TrainConfig:
             (:func:`audiointerp.devices.resolve_device`); recorded in the checkpoint's metrics.
         amp: bfloat16 autocast of the training steps (CUDA only); validation and test run in
             float32, so accuracies mean the same thing on every device.
+        teachers: classifier checkpoints (any features, the same classes) whose averaged
+            ``softmax(logits / kd_temperature)`` on the clean training clips become soft targets
+            (:func:`teacher_targets`); their SHA-256 digests are recorded in the metrics.
+        kd_weight: the target of a training clip is ``(1 − kd_weight) · smoothed one-hot +
+            kd_weight · teacher probabilities`` (then mixed by mixup like the labels), fitted by
+            cross-entropy at temperature 1 (Hinton et al., 2015, soft-target form without the T²
+            rescaling); 0 (default) trains on the labels only.
+        kd_temperature: softmax temperature of the teachers (> 0).
+        ema_decay: decay of an exponential moving average of the weights and BatchNorm buffers,
+            updated every step (0: off). When on, validation, model selection and the saved
+            weights are the average's.
     """
 
     features: str = option("mel", choices=("mel", "stft"), help="feature kind (the default configuration of that kind)")
@@ -107,6 +123,11 @@ class TrainConfig:
                                     help="clip length in seconds (none: the feature kind's default, 5.0)")
     amp: bool = option(False, help="mixed precision (bfloat16 autocast) for training on a CUDA device; "
                                    "evaluation stays float32")
+    teachers: tuple = option((), parse=lambda s: tuple(csv_list(s)), metavar="PATH[,PATH...]",
+                             help="teacher checkpoints for knowledge distillation (comma-separated; any features)")
+    kd_weight: float = option(0.0, help="weight of the teachers' soft targets in [0, 1] (0: labels only)")
+    kd_temperature: float = option(2.0, help="softmax temperature of the teachers")
+    ema_decay: float = option(0.0, help="decay of an exponential moving average of the weights (0: off), e.g. 0.999")
 
 
 def seed_everything(seed: int) -> None:
@@ -157,6 +178,46 @@ def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> to
     return x
 
 
+def teacher_targets(teachers, dataset: ESC50, temperature: float = 2.0, device=None) -> torch.Tensor:
+    """Soft targets for knowledge distillation: the teachers' averaged tempered probabilities.
+
+    Each teacher sees the clean (un-augmented) clips of ``dataset`` through its own feature
+    configuration (features cached by content, :func:`audiointerp.data.fold_features`), so
+    teachers on other features (e.g. an STFT model teaching a mel model: a cross-feature
+    ensemble) work. Hinton, Vinyals & Dean, "Distilling the Knowledge in a Neural Network", 2015.
+
+    Args:
+        teachers: paths of classifier checkpoints (:func:`audiointerp.models.save_checkpoint`).
+        dataset: the training clips.
+        temperature: softmax temperature T (> 0): ``softmax(logits / T)``.
+        device: where the teachers run (None: CPU).
+
+    Returns:
+        float32 ``[n_clips, n_classes]``, rows summing to 1, on ``device``.
+
+    Raises:
+        ConfigError: no teacher, a temperature <= 0, a teacher with other classes than the
+            dataset (names the file), or features whose rate or clip length differ from the
+            dataset's (both quoted).
+        CheckpointError: an unreadable teacher checkpoint (named).
+
+    """
+    if not teachers:
+        raise ConfigError("teacher_targets needs at least one teacher checkpoint")
+    if not temperature > 0:
+        raise ConfigError(f"kd_temperature must be > 0, got {temperature}")
+    probs = []
+    for path in teachers:
+        model, _, ckpt = load_classifier(path, device=device)
+        if list(ckpt["class_names"]) != list(dataset.class_names):
+            raise ConfigError(f"teacher {path} has classes {list(ckpt['class_names'])[:3]}... "
+                              f"({len(ckpt['class_names'])}), not the dataset's ({len(dataset.class_names)})")
+        feats = fold_features(dataset, FeatureConfig.from_dict(ckpt["features"]))
+        with torch.inference_mode():
+            probs.append(torch.softmax(predict_logits(model, feats).float() / temperature, 1))
+    return torch.stack(probs).mean(0)
+
+
 def accuracy(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in [0, 1] of ``model`` on features and int64 labels ``[n]``."""
     if len(labels) == 0:
@@ -198,6 +259,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
                           f"not {cfg.architecture!r}")
     if cfg.pretrained and cfg.init_from:
         raise ConfigError("give either pretrained (PANNs weights) or init_from (an audiointerp checkpoint), not both")
+    if not 0.0 <= cfg.kd_weight <= 1.0:
+        raise ConfigError(f"kd_weight must be in [0, 1], got {cfg.kd_weight}")
+    if cfg.kd_weight > 0 and not cfg.teachers:
+        raise ConfigError(f"kd_weight={cfg.kd_weight} needs teachers (teacher checkpoints)")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     device = resolve_device(cfg.device)
     if cfg.amp and device.type != "cuda":
         raise ConfigError(f"amp (mixed precision) is for CUDA devices; device {cfg.device!r} is {device}")
@@ -228,6 +295,12 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
         load_weights(model, init["state_dict"], f"init_from {cfg.init_from}: weights do not fit {arch_args}")
     model = model.to(device, memory_format=torch.channels_last)
     x_tr, y_tr, x_va, y_va, x_te, y_te = (t.to(device) for t in (x_tr, y_tr, x_va, y_va, x_te, y_te))
+    soft = teacher_targets(cfg.teachers, ds_tr, cfg.kd_temperature, device) if cfg.kd_weight > 0 else None
+    if soft is not None and cfg.limit:
+        soft = soft[:cfg.limit]
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
+        cfg.ema_decay), use_buffers=True) if cfg.ema_decay > 0 else None)
+    kept = model if ema is None else ema.module  # the weights validated, selected and saved
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -240,6 +313,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         if _resume_key(st["config"]) == _resume_key(asdict(cfg)):  # resumable on another device
             model.load_state_dict(st["model"])
+            if ema is not None:
+                ema.load_state_dict(st["ema"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
             gen.set_state(st["gen"])
@@ -257,6 +332,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
             xb = augment(x_tr[idx.to(device)], cfg, gen)
             yb = F.one_hot(y_tr[idx.to(device)], n_classes).float()
             yb = yb * (1 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
+            if soft is not None:
+                yb = (1 - cfg.kd_weight) * yb + cfg.kd_weight * soft[idx.to(device)]
             xb, yb = mixup(xb, yb, cfg.mixup_alpha, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                 logits = model(xb.contiguous(memory_format=torch.channels_last))
@@ -265,17 +342,20 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total += loss.item() * len(idx)
-        val_acc = accuracy(model, x_va, y_va)
+        val_acc = accuracy(kept, x_va, y_va)
         elapsed += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "loss": total / len(x_tr), "val_acc": val_acc,
                         "lr": sched.get_last_lr()[0], "seconds": elapsed})
         if val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "epoch": epoch + 1, "state": clone_state(model)}
+            best = {"val_acc": val_acc, "epoch": epoch + 1, "state": clone_state(kept)}
         bar.set_postfix(loss=f"{total / len(x_tr):.3f}", val=f"{val_acc:.3f}", best=f"{best['val_acc']:.3f}")
         tmp = state_path.with_name(state_path.name + ".tmp")
         state_path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"config": asdict(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                    "ema": None if ema is None else ema.state_dict(),
                     "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     "epoch": epoch + 1, "best": best, "history": history, "elapsed": elapsed}, tmp)
         os.replace(tmp, state_path)
@@ -284,6 +364,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, root=None, progress: bool = 
                "test_acc": accuracy(model, x_te, y_te), "train_seconds": round(elapsed, 1),
                "n_train": len(x_tr), "n_val": len(x_va), "n_test": len(x_te), "history": history,
                "device": describe_device(device)}
+    if cfg.teachers and cfg.kd_weight > 0:
+        metrics["teachers"] = {str(p): file_sha256(p) for p in cfg.teachers}
     save_checkpoint(out, model, arch_args, feature_cfg, ds_tr.class_names, metrics=metrics, training=asdict(cfg))
     return metrics
 

@@ -57,6 +57,8 @@ Layout written by :func:`build_tables` (each table as ``.csv``, ``.md`` and ``.t
         per_mask/<mask>_<domain>.*        (model, condition, method) for every mask
         per_method/<model>_<condition>_<domain>_<method>.*   masks as rows
         correct_vs_incorrect/<model>_<condition>_<domain>.*  (method, mask) x (correct | incorrect)
+        differences/<model>_<condition>.*    (domain, method A, method B): paired differences A − B
+        paper/<model>_<condition>_<domain>.* (method, mask): the prior art's layout
         figures/conditions_<mask>_<model>_<domain>.png       bars with 95% CI error bars
         figures/domains_<model>.png       spectrogram vs audio means of every cell
         figures/accuracy.png              accuracy (and recon SNR) per condition
@@ -76,6 +78,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .differences import SUPPORTED, difference_display, paired_difference_table
 from .errors import ConfigError, ResultsError, unknown_name
 from .figures import plot_accuracy, plot_condition_bars, plot_domains
 from .masks import MASK_NAMES, NATIVE
@@ -106,17 +109,26 @@ __all__ = [
     # this module
     "DEFAULT_MASK", "COUNT_NAMES", "clip_fingerprint", "load_results", "run_table", "mean_table", "cell_table",
     "per_method_tables", "per_mask_tables", "condition_method_table", "domain_table", "correct_incorrect_table",
-    "correct_incorrect_tables", "summary_table", "native_table", "accuracy_table", "build_tables",
+    "correct_incorrect_tables", "summary_table", "native_table", "accuracy_table", "build_tables", "paper_tables",
+    "PAPER_NOTE",
 ]
 
 DEFAULT_MASK = "topK_30_pos"
+#: what differs in meaning between :func:`paper_tables` and the prior art's published tables
+PAPER_NOTE = ("Layout of the prior art's tables (method × mask rows, FF … COMP). Numbers that differ in meaning: AI "
+              "counts a clip only when p_in exceeds p by more than float rounding (the prior art counted rounding "
+              "noise as increases); `topK_<k>_pos` keeps the top k of the positive bins (the prior art's became "
+              "all ones when fewer than k·N bins were positive); a constant mask scores SPS 0 and COMP ln N here, the "
+              "least sparse and most complex (the prior art scored it the simplest); AD applies the softmax once. The classifier differs too: "
+              "the prior art fine-tuned an AudioSet CNN14 (0.92 on fold 5), these rows come from the model named "
+              "in the title.")
 #: grid levels a row may average over, and the name of the column counting their distinct values
 COUNT_NAMES = {"model": "models", "condition": "conditions", "domain": "domains", "method": "methods",
                "mask": "masks"}
 _ORDERS = {"method": METHOD_ORDER, "mask": MASK_NAMES, "condition": CONDITION_ORDER, "domain": DOMAIN_ORDER}
 _CELL = ["model", "condition", "domain", "method", "mask"]
 _LEGACY = ("per_method_*", "per_mask_*", "correct_vs_incorrect_*")
-_SUBDIRS = ("per_method", "per_mask", "correct_vs_incorrect", "figures")
+_SUBDIRS = ("per_method", "per_mask", "correct_vs_incorrect", "differences", "paper", "figures")
 #: files whose presence in ``out`` means an earlier build_tables wrote there
 _BUILT = ("tables.md", "summary.csv", "summary.md", "summary.tex", "accuracy.csv", "accuracy.md", "accuracy.tex")
 _FINGERPRINT_HEX = 12
@@ -500,6 +512,34 @@ def per_method_tables(df: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 
     return _slice(cells, ["model", "condition", "domain", "method"], ["mask"])
 
 
+def paper_tables(df: pd.DataFrame | None = None, *, n_resamples: int = 1000, seed: int = 0,
+                 confidence: float = 0.95, cells: pd.DataFrame | None = None) -> dict:
+    """``{(model, condition, domain): table}`` in the prior art's layout: (method, mask) rows, FF … COMP columns.
+
+    The layout of the course project's published tables (one table per condition, every method's
+    14 masks as rows; here also the learned interpreters' ``native`` masks), each cell the mean over
+    the clips with its CI, so the two can be set side by side. What differs in meaning from the
+    prior art (see :data:`PAPER_NOTE`): AI counts only increases above float rounding, its
+    ``topK_<k>_pos`` masks were degenerate (all ones when fewer than k·N bins were positive), and
+    its constant masks were scored the simplest (here SPS 0, COMP ln N); the classifier differs too. A slice of
+    :func:`cell_table` (same CIs, ``clips``, ``clip_set``).
+
+    Args:
+        df: long table (:func:`load_results`); not needed with ``cells``.
+        n_resamples, seed, confidence: the bootstrap (:func:`bootstrap_ci`).
+        cells: a :func:`cell_table` (skips recomputing the means).
+
+    Raises:
+        ConfigError: bad bootstrap settings; neither ``df`` nor ``cells``.
+
+    """
+    if cells is None:
+        if df is None:
+            raise ConfigError("paper_tables needs the long table (df) or a cell table (cells)")
+        cells = cell_table(df, **_ci_kwargs(n_resamples, seed, confidence))
+    return _slice(cells, ["model", "condition", "domain"], ["method", "mask"])
+
+
 def per_mask_tables(df: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
                     cells: pd.DataFrame | None = None) -> dict:
     """``{(model, condition, domain, mask): table}``, methods as rows, columns as :func:`cell_table`.
@@ -777,8 +817,9 @@ def accuracy_table(results: str | Path, model: str | None = None, *, df: pd.Data
 # --------------------------------------------------------------------------- build
 
 def _safe(s) -> str:
-    """``s`` as a file-name part: runs of characters other than ``A-Za-z0-9_.+-`` become ``-``."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(s))
+    """``s`` as a file-name part: runs of characters other than ``A-Za-z0-9_.+-`` become ``-``, none at the
+    ends (``"lime (n1000)"`` → ``lime-n1000``, ``"captum:IntegratedGradients"`` → ``captum-IntegratedGradients``)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(s)).strip("-")
 
 
 def _clean_out(out: Path, full: bool) -> None:
@@ -827,8 +868,10 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
         dict: ``data`` (the long table), ``cells`` (:func:`cell_table`), ``summary``, ``summary_markdown``,
         ``accuracy``, ``conditions`` (``{domain: condition x method table for mask}``), ``domains``
         (``{(model, condition): domain_table}``), ``per_method``, ``per_mask``, ``correct_incorrect``
-        (``{(model, condition, domain): table}``), ``figures`` (PNG paths), ``files`` (all written
-        paths), ``mask``.
+        (``{(model, condition, domain): table}``), ``differences``
+        (:func:`audiointerp.differences.paired_difference_table`, written per (model, condition) to
+        ``differences/``), ``paper`` (:func:`paper_tables`, in ``paper/``), ``figures`` (PNG paths),
+        ``files`` (all written paths), ``mask``.
 
     Raises:
         ResultsError: nothing under ``results`` (names the folder); a damaged CSV or ``run.json``
@@ -850,17 +893,19 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
     _clean_out(out, full=model is None)
     files: list[Path] = []
 
-    def export(table, stem, title, best_within=None):
-        """Write ``table`` as CSV (every column), Markdown and LaTeX; return the Markdown."""
+    def export(table, stem, title, best_within=None, display=None):
+        """Write ``table`` as CSV (every column), Markdown and LaTeX (of ``display`` when given); return the
+        Markdown."""
         path = out / stem
         path.parent.mkdir(parents=True, exist_ok=True)
         flat = with_arrows(table)
         if isinstance(flat.columns, pd.MultiIndex):  # one header row: "spectrogram FF ↑", "correct n"
             flat.columns = [" ".join(map(str, c)) for c in flat.columns]
         flat.to_csv(path.with_suffix(".csv"), float_format="%.6g")
-        md = to_markdown(table, title, best_within=best_within)
+        shown = table if display is None else display
+        md = to_markdown(shown, title, best_within=best_within)
         path.with_suffix(".md").write_text(md + "\n")
-        path.with_suffix(".tex").write_text(to_latex(table, title, label="tab:" + _safe(stem).replace("/", "-"),
+        path.with_suffix(".tex").write_text(to_latex(shown, title, label="tab:" + _safe(stem).replace("/", "-"),
                                                      best_within=best_within) + "\n")
         files.extend(path.with_suffix(s) for s in (".csv", ".md", ".tex"))
         return md
@@ -914,13 +959,34 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
         index += [f"## Learned interpreters' native masks beside every method's `{mask}`", ""]
         for dom in domains_present:
             index += [export(native_table(cells, mask, dom), f"native_{_safe(mask)}_{dom}",
-                             f"{dom} domain: PIQ / L2I native masks and every method's {mask}",
+                             f"{dom} domain: the learned interpreters' native masks (PIQ, L2I, L-MAC) and every "
+                             f"method's {mask}",
                              best_within=cond_within), ""]
     index += ["## Spectrogram vs audio domain", ""]
     for (mdl, cond), t in domains.items():
         stem = f"domains_{_safe(mdl)}_{_safe(cond)}"
         export(t, stem, f"{mdl} · {cond}: spectrogram vs audio domain")
         index.append(f"- {link(stem, f'{mdl} · {cond}')}")
+    diffs = paired_difference_table(df, **ci)
+    index += ["", "## Paired differences between methods", "",
+              "Per (model, condition): for every pair of methods, the mean over their common clips of the per-clip "
+              "difference A − B of each metric (averaged over the 14 shared masks), with a paired percentile-bootstrap "
+              f"CI that resamples clips ({confidence:.0%}, {n_resamples} resamples, seed {seed}). The arrow says "
+              f"which sign favours A; {SUPPORTED} marks a CI that excludes 0. "
+              "Claims that A is more faithful than B rest on these tables.", ""]
+    for key in dict.fromkeys(diffs.index.droplevel(["domain", "method A", "method B"])):
+        mdl, cond = key
+        t = diffs.xs(key, level=["model", "condition"])
+        stem = f"differences/{_safe(mdl)}_{_safe(cond)}"
+        export(t, stem, f"{mdl} · {cond}: paired differences A − B (mean over common clips)",
+               display=difference_display(t))
+        index.append(f"- {link(stem, f'{mdl} · {cond}')}")
+    index += ["", "## The prior art's layout: method × mask per model, condition and domain", "", PAPER_NOTE, ""]
+    paper = paper_tables(cells=cells)
+    for (mdl, cond, dom), t in paper.items():
+        stem = f"paper/{_safe(mdl)}_{_safe(cond)}_{dom}"
+        export(t, stem, f"{mdl} · {cond} · {dom} domain: methods × masks")
+        index.append(f"- {link(stem, f'{mdl} · {cond} · {dom}')}")
     index += ["", "## Correct vs incorrect predictions", ""]
     for (mdl, cond, dom), t in correct.items():
         stem = f"correct_vs_incorrect/{_safe(mdl)}_{_safe(cond)}_{dom}"
@@ -937,7 +1003,7 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
         index.append(f"- `{msk}`: " + ", ".join(links))
     index += ["", "## Per method: masks as rows", ""]
     for (mdl, cond, dom, meth), t in per_method.items():
-        stem = f"per_method/{_safe(mdl)}_{_safe(cond)}_{dom}_{meth}"
+        stem = f"per_method/{_safe(mdl)}_{_safe(cond)}_{dom}_{_safe(meth)}"
         export(t, stem, f"{mdl} · {cond} · {dom} · {meth}: masks")
         index.append(f"- {link(stem, f'{mdl} · {cond} · {dom} · {meth}')}")
 
@@ -961,4 +1027,4 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
     files.append(out / "tables.md")
     return {"data": df, "cells": cells, "summary": summary, "summary_markdown": summary_md, "accuracy": acc,
             "conditions": conditions, "domains": domains, "per_method": per_method, "per_mask": per_mask,
-            "correct_incorrect": correct, "figures": figs, "files": files, "mask": mask}
+            "correct_incorrect": correct, "differences": diffs, "paper": paper, "figures": figs, "files": files, "mask": mask}

@@ -153,3 +153,89 @@ def test_cross_validation_trains_each_fold_once_and_resumes(tmp_path, esc50_env,
     assert seen == [] and again["folds"] == cv["folds"]
     fit.cross_validate(_cfg(epochs=1, seed=4), tmp_path / "cv", folds=(3, 4, 5), progress=False)
     assert [s[2] for s in seen] == [(3,), (4,), (5,)] and seen[0][1] == (5,)
+
+
+def _short_features(monkeypatch):
+    monkeypatch.setattr("audiointerp.fit.FeatureConfig.default", classmethod(
+        lambda cls, kind: cls(kind=kind, duration=1.0)))
+
+
+def test_teacher_targets_average_the_tempered_probabilities_across_feature_kinds(tmp_path, esc50_env, monkeypatch):
+    from audiointerp.data import ESC50, fold_features
+    from audiointerp.errors import ConfigError
+    from audiointerp.fit import teacher_targets
+    from audiointerp.models import predict_logits
+    from audiointerp.processing import FeatureConfig
+
+    _short_features(monkeypatch)
+    train(_cfg(epochs=1), tmp_path / "mel.pt", progress=False)
+    train(_cfg(epochs=1, features="stft"), tmp_path / "stft.pt", progress=False)
+    ds = ESC50(esc50_env, (1,), 16000, 1.0)
+    soft = teacher_targets([tmp_path / "mel.pt", tmp_path / "stft.pt"], ds, temperature=3.0)
+    assert soft.shape == (len(ds), len(ds.class_names))
+    torch.testing.assert_close(soft.sum(1), torch.ones(len(ds)))
+    expected = []
+    for name in ("mel.pt", "stft.pt"):  # each teacher on its own features
+        model, _, ckpt = load_classifier(tmp_path / name)
+        with torch.no_grad():
+            logits = predict_logits(model, fold_features(ds, FeatureConfig.from_dict(ckpt["features"])))
+        expected.append(torch.softmax(logits / 3.0, 1))
+    torch.testing.assert_close(soft, (expected[0] + expected[1]) / 2)
+    with pytest.raises(ConfigError, match="kd_temperature"):
+        teacher_targets([tmp_path / "mel.pt"], ds, temperature=0.0)
+    with pytest.raises(ConfigError, match="teacher"):
+        teacher_targets([], ds)
+
+
+def test_distillation_changes_the_targets_and_records_its_teachers(tmp_path, esc50_env, monkeypatch):
+    from audiointerp.errors import ConfigError
+    from audiointerp.provenance import file_sha256
+
+    _short_features(monkeypatch)
+    train(_cfg(epochs=1, features="stft"), tmp_path / "teacher.pt", progress=False)
+    plain = train(_cfg(epochs=1), tmp_path / "plain.pt", progress=False)
+    kd = train(_cfg(epochs=1, teachers=(str(tmp_path / "teacher.pt"),), kd_weight=0.7), tmp_path / "kd.pt",
+               progress=False)
+    assert kd["history"][0]["loss"] != plain["history"][0]["loss"]
+    assert kd["teachers"] == {str(tmp_path / "teacher.pt"): file_sha256(tmp_path / "teacher.pt")}
+    assert load_classifier(tmp_path / "kd.pt")[2]["training"]["kd_weight"] == 0.7
+    with pytest.raises(ConfigError, match="needs teachers"):
+        train(_cfg(epochs=1, kd_weight=0.5), tmp_path / "x.pt", progress=False)
+    with pytest.raises(ConfigError, match="kd_weight"):
+        train(_cfg(epochs=1, teachers=("t.pt",), kd_weight=1.5), tmp_path / "x.pt", progress=False)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        train(_cfg(epochs=1, ema_decay=1.0), tmp_path / "x.pt", progress=False)
+
+
+def test_weight_average_is_what_is_kept_and_resumes(tmp_path, esc50_env, monkeypatch):
+    import audiointerp.fit as fit
+
+    _short_features(monkeypatch)
+    full = train(_cfg(ema_decay=0.5), tmp_path / "full.pt", progress=False)
+    plain = train(_cfg(), tmp_path / "plain.pt", progress=False)
+    assert [h["loss"] for h in full["history"]] == [h["loss"] for h in plain["history"]]  # same raw training
+    train(_cfg(epochs=1, ema_decay=0.5), tmp_path / "one.pt", progress=False)  # one epoch: it is the best
+    state = torch.load(tmp_path / "one.pt.state.pt", weights_only=False)
+    kept, _, _ = load_classifier(tmp_path / "one.pt")
+    for k, v in kept.state_dict().items():  # the kept weights are the average's, not the raw model's
+        torch.testing.assert_close(v, state["ema"]["module." + k])
+    assert not torch.equal(kept.state_dict()["fc.weight"], state["model"]["fc.weight"])
+    calls = {"n": 0}
+    real = fit.accuracy
+
+    def crash_after_two_epochs(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fit, "accuracy", crash_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(ema_decay=0.5), tmp_path / "resumed.pt", progress=False)
+    monkeypatch.setattr(fit, "accuracy", real)
+    resumed = train(_cfg(ema_decay=0.5), tmp_path / "resumed.pt", progress=False)
+    assert [h["val_acc"] for h in resumed["history"]] == [h["val_acc"] for h in full["history"]]
+    a, _, _ = load_classifier(tmp_path / "full.pt")
+    b, _, _ = load_classifier(tmp_path / "resumed.pt")
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(v, b.state_dict()[k])

@@ -25,7 +25,7 @@ LAYERS = [
     {"scoring"},  # the scoring layer
     {"runner", "explore", "overlap"},  # orchestration: thin siblings over scoring
     {"grid"},  # the experiment grid on Dask, over the runner
-    {"figures", "tables", "__main__"},  # tables, command line
+    {"figures", "differences", "tables", "__main__"},  # tables, command line
 ]
 
 
