@@ -327,7 +327,9 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
 
     Idempotent: a shard already committed from the same inputs is not recomputed (one committed
     from other inputs, e.g. before a bad clip of the fold was fixed, is replaced); a temporary
-    folder left by a worker that died is never read (the next run removes it).
+    folder left by a worker that died is never read (the next run removes it). A run folder
+    already assembled as complete is never written to: a late re-execution of one of its tasks
+    (Dask recomputing a result lost with a dead worker) returns at once, or discards its work.
 
     Args:
         task: the :class:`ShardTask`; prepared: :func:`prepare_cell`'s result for its cell.
@@ -359,7 +361,7 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
             ctx.use_probabilities(prepared["probs"])
             ctx.check_clips(task.files)
             inputs = _inputs_digest(ctx, task.files)
-            if _shard_valid(final, task, inputs):
+            if _shard_valid(final, task, inputs) or _assembled(task):
                 return {**base, "clips": len(task.files), "seconds": 0.0, "done_before": True}
             make_folder(folder)
             tmp = folder / f".tmp-{task.name}-{uuid.uuid4().hex[:8]}"
@@ -385,6 +387,9 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
                 "parts": parts, **base})
     except AudioInterpError as exc:
         raise GridError(f"{task.label}: {exc}") from None
+    if _assembled(task):  # assembled meanwhile (this was a late re-execution): nothing to commit
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {**base, "clips": len(task.files), "seconds": 0.0, "done_before": True}
     _fsync_tree(tmp)
     if final.exists():  # committed from other inputs: set aside first (rename is the commit)
         old = folder / f".old-{task.name}-{uuid.uuid4().hex[:8]}"
@@ -427,6 +432,14 @@ class _Cell:
     @property
     def out(self) -> Path:
         return self.ctx.run_dirs[self.method]
+
+
+def _assembled(task: ShardTask) -> bool:
+    """True when the task's run folder already holds a complete, assembled run (its run.json says so)."""
+    try:
+        return json.loads((Path(task.folder) / "run.json").read_text()).get("status") == "complete"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _shard_name(ctx: RunContext, method: str, masks: list, files: list) -> str:
@@ -749,6 +762,10 @@ def _run_tasks(client, todo: list, summaries: dict, shard_fn, on_task, progress:
             else:
                 result = fut.result()
                 results.append({k: v for k, v in result.items() if k != "probs"})
+            if kind == "shard":
+                # consumed: the scheduler forgets it, so a worker lost later does not make Dask recompute
+                # it (and write its shard again) after the cell is assembled
+                fut.release()
             if on_task is not None:
                 seconds = result.get("seconds")
                 on_task({"task": label, "status": "failed" if error else "done",
