@@ -46,6 +46,24 @@ def _cfg(**kw):
     return TrainConfig(**base)
 
 
+def _crash_after_two_epochs(monkeypatch):
+    """Make the third validation (epoch 3) raise KeyboardInterrupt, as a killed run; returns the real
+    ``fit.accuracy`` to put back."""
+    import audiointerp.fit as fit
+
+    calls = {"n": 0}
+    real = fit.accuracy
+
+    def crash(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(fit, "accuracy", crash)
+    return real
+
+
 def test_short_seeded_training_is_reproducible(tmp_path, esc50_env, monkeypatch):
     monkeypatch.setattr("audiointerp.fit.FeatureConfig.default", classmethod(
         lambda cls, kind: cls(kind=kind, duration=1.0)))
@@ -70,16 +88,7 @@ def test_resume_continues_from_the_same_step(tmp_path, esc50_env, monkeypatch):
 
     import audiointerp.fit as fit
 
-    calls = {"n": 0}
-    real = fit.accuracy
-
-    def crash_after_two_epochs(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(fit, "accuracy", crash_after_two_epochs)
+    real = _crash_after_two_epochs(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(), tmp_path / "resumed.pt", progress=False)
     state = torch.load(tmp_path / "resumed.pt.state.pt", weights_only=False)
@@ -220,16 +229,7 @@ def test_weight_average_is_what_is_kept_and_resumes(tmp_path, esc50_env, monkeyp
     for k, v in kept.state_dict().items():  # the kept weights are the average's, not the raw model's
         torch.testing.assert_close(v, state["ema"]["module." + k])
     assert not torch.equal(kept.state_dict()["fc.weight"], state["model"]["fc.weight"])
-    calls = {"n": 0}
-    real = fit.accuracy
-
-    def crash_after_two_epochs(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*a, **k)
-
-    monkeypatch.setattr(fit, "accuracy", crash_after_two_epochs)
+    real = _crash_after_two_epochs(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(ema_decay=0.5), tmp_path / "resumed.pt", progress=False)
     monkeypatch.setattr(fit, "accuracy", real)
