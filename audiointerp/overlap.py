@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from .data import ESC50
-from .errors import AudioInterpError, ConfigError
+from .errors import AudioInterpError, ConfigError, ResultsError
 from .interpret import METHODS, make_method
 from .models import load_classifier, model_name
 from .noise import mix
@@ -327,6 +327,53 @@ def summary_table(df: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, conf
     return table
 
 
+def paired_table(df: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
+    """Per model: every method against the one with the highest ``above uniform`` rate, pair by pair.
+
+    For the leading method L (highest fraction of pairs above uniform, baselines excluded) and each
+    other method M of the same model, over the pairs both ran (same ``pair``, ``file_a``, ``file_b``):
+    the mean of the per-pair differences M − L of ``success`` and of ``above_uniform`` (each 0/1), with
+    a percentile-bootstrap CI that resamples pairs (:func:`audiointerp.stats.bootstrap_ci`). A CI below
+    0 says L points at A more often than M on the same mixes; one that holds 0 says the data cannot
+    separate them.
+
+    Args:
+        df: rows of :func:`overlap_test` (one or several models).
+        n_resamples, seed, confidence: the bootstrap over pairs.
+
+    Returns:
+        DataFrame indexed by (model, method) with columns ``versus`` (L), ``n`` (common pairs),
+        ``Δ success``, ``Δ success lo``/``hi``, ``Δ above uniform``, ``Δ above uniform lo``/``hi``
+        (differences of fractions, in [−1, 1]); the rows of L itself are left out.
+
+    Raises:
+        ConfigError: bad ``n_resamples`` or ``confidence``.
+    """
+    key = ["pair", "file_a", "file_b"]
+    cols = ["versus", "n", "Δ success", "Δ success" + CI_LO, "Δ success" + CI_HI, "Δ above uniform",
+            "Δ above uniform" + CI_LO, "Δ above uniform" + CI_HI]
+    rows = {}
+    for model, g in df.sort_values(["model", "method"], key=_method_key, kind="stable").groupby("model", sort=False):
+        rates = g[~g["method"].isin(BASELINES)].groupby("method", sort=False)["above_uniform"].mean()
+        if rates.empty:
+            continue
+        lead = rates.idxmax()
+        ref = g[g["method"] == lead].set_index(key)[["success", "above_uniform"]].astype(float)
+        for method, m in g.groupby("method", sort=False):
+            if method == lead:
+                continue
+            m = m.set_index(key)[["success", "above_uniform"]].astype(float)
+            common = m.index.intersection(ref.index, sort=False)
+            d = (m.loc[common] - ref.loc[common]).to_numpy()
+            ds = bootstrap_ci(d[:, 0], n_resamples=n_resamples, seed=seed, confidence=confidence)
+            du = bootstrap_ci(d[:, 1], n_resamples=n_resamples, seed=seed, confidence=confidence)
+            rows[(model, method)] = [lead, len(common), *ds, *du]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "method"]) if rows else \
+        pd.MultiIndex.from_tuples([], names=["model", "method"])
+    return table
+
+
 def write_overlap(df: pd.DataFrame, out_dir, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Write the per-pair rows of each model in ``df`` and the summary of every model in ``out_dir``.
 
@@ -335,7 +382,8 @@ def write_overlap(df: pd.DataFrame, out_dir, n_resamples: int = 1000, seed: int 
     they were run on the same pairs (same ``pair``, ``file_a``, ``file_b``), else dropped. Other
     models' files are untouched. ``overlap.csv`` and ``overlap.md`` summarise every
     ``overlap_pairs_*.csv`` in ``out_dir`` (:func:`summary_table`); the Markdown opens with the
-    protocol and shows ``success [lo, hi]``.
+    protocol and shows ``success [lo, hi]``, then the paired comparison with each model's leading
+    method (:func:`paired_table`, also in ``overlap_paired.csv``).
 
     Args:
         df: rows of :func:`overlap_test`.
@@ -343,7 +391,7 @@ def write_overlap(df: pd.DataFrame, out_dir, n_resamples: int = 1000, seed: int 
         n_resamples, seed: the bootstrap of :func:`summary_table`.
 
     Returns:
-        ``{"pairs": [paths], "csv": path, "md": path}``.
+        ``{"pairs": [paths], "csv": path, "md": path, "paired": path}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,9 +408,32 @@ def write_overlap(df: pd.DataFrame, out_dir, n_resamples: int = 1000, seed: int 
                 rows = rows.sort_values(["method", "pair"], key=_method_key, kind="stable")
         rows[PAIR_COLUMNS].to_csv(path, index=False)
         written.append(path)
-    everything = pd.concat([pd.read_csv(p) for p in sorted(out.glob("overlap_pairs_*.csv"))], ignore_index=True)
+    return {"pairs": written, **write_overlap_summaries(out, n_resamples=n_resamples, seed=seed)}
+
+
+def write_overlap_summaries(out_dir, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """(Re)write ``overlap.csv``, ``overlap_paired.csv`` and ``overlap.md`` from every
+    ``overlap_pairs_*.csv`` in ``out_dir`` (no model is run: the summaries of :func:`write_overlap`).
+
+    Returns:
+        ``{"csv": path, "md": path, "paired": path}``.
+
+    Raises:
+        ResultsError: ``out_dir`` holds no ``overlap_pairs_*.csv`` (names the folder).
+    """
+    out = Path(out_dir)
+    files = sorted(out.glob("overlap_pairs_*.csv"))
+    if not files:
+        raise ResultsError(f"no overlap_pairs_*.csv in {out}: run scripts/overlap.py first")
+    everything = pd.concat([pd.read_csv(p) for p in files], ignore_index=True)
     table = summary_table(everything, n_resamples=n_resamples, seed=seed)
     table.to_csv(out / "overlap.csv")
+    paired = paired_table(everything, n_resamples=n_resamples, seed=seed)
+    paired.to_csv(out / "overlap_paired.csv")
     title = "Overlap test: fraction of pairs where the map of A's class matches A better than B"
-    (out / "overlap.md").write_text(f"{PROTOCOL}\n\n{to_markdown(table.round(3), title)}\n")
-    return {"pairs": written, "csv": out / "overlap.csv", "md": out / "overlap.md"}
+    note = ("Paired over the same mixes: each method minus the model's leading method (`versus`, the highest "
+            "`above uniform`), per-pair differences of the 0/1 outcomes, mean [95% bootstrap CI over pairs]. "
+            "A CI below 0: the leading method points at A more often on the same mixes.")
+    (out / "overlap.md").write_text(f"{PROTOCOL}\n\n{to_markdown(table.round(3), title)}\n\n{note}\n\n"
+                                    f"{to_markdown(paired.round(3), 'Overlap test, paired with the leading method')}\n")
+    return {"csv": out / "overlap.csv", "md": out / "overlap.md", "paired": out / "overlap_paired.csv"}

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from audiointerp.errors import ConfigError
+from audiointerp.errors import ConfigError, ResultsError
 from audiointerp.overlap import (
     PAIR_COLUMNS,
     SUMMARY_COLUMNS,
@@ -20,10 +20,13 @@ from audiointerp.overlap import (
     mix_pair,
     overlap_pairs,
     overlap_test,
+    paired_table,
     summary_table,
     write_overlap,
+    write_overlap_summaries,
 )
 from audiointerp.processing import FeatureConfig, mel_filterbank
+from audiointerp.stats import bootstrap_ci
 
 CFG = FeatureConfig(kind="mel", duration=1.0)
 
@@ -157,3 +160,32 @@ def test_overlap_test_end_to_end_and_written_tables(esc50_env, toy_checkpoint, t
     md = (tmp_path / "overlap.md").read_text()
     assert md.startswith("**Overlap test**")
     assert re.search(r"^\| toy_stft \| saliency \| 4 \| [01](\.\d+)? \[[01](\.\d+)?, [01](\.\d+)?\] \|", md, re.M)
+
+
+def test_paired_table_compares_every_method_with_the_leader_on_the_same_pairs(tmp_path):
+    def rows(method, above, success, pairs=range(4)):
+        return pd.DataFrame({"model": "m", "method": method, "pair": list(pairs), "file_a": [f"a{i}" for i in pairs],
+                             "file_b": [f"b{i}" for i in pairs], "above_uniform": above, "success": success})
+
+    df = pd.concat([rows("gradcam", [True, True, True, False], [True, True, False, False]),
+                    rows("saliency", [True, False, False, False], [True, True, True, False]),
+                    rows("shap", [True, True, True], [True, True, True], pairs=range(3)),  # one pair missing
+                    rows("random", [True, True, True, True], [True, True, True, True])], ignore_index=True)
+    t = paired_table(df, n_resamples=200)
+    lead = t["versus"].iloc[0]
+    assert (t["versus"] == lead).all() and lead not in t.index.get_level_values("method")
+    assert lead == "shap"  # highest above-uniform fraction among non-baselines (3 of 3)
+    row = t.loc[("m", "gradcam")]
+    assert row["n"] == 3  # the common pairs only
+    assert row["Δ above uniform"] == pytest.approx(0.0) and row["Δ success"] == pytest.approx(-1 / 3)
+    assert t.loc[("m", "random"), "n"] == 3  # baselines are compared, never lead
+    mean, lo, hi = bootstrap_ci(np.array([0.0, -1.0, -1.0]), n_resamples=200)
+    saliency = t.loc[("m", "saliency")]
+    assert (saliency["Δ above uniform"], saliency["Δ above uniform lo"], saliency["Δ above uniform hi"]) == \
+        pytest.approx((mean, lo, hi))
+    with pytest.raises(ResultsError, match="no overlap_pairs"):
+        write_overlap_summaries(tmp_path)
+    (df.assign(label_a=0, label_b=1, pred_mix=0, pred_is_a=True, pred_is_b=False, share_a=0.5, match_a=0.6,
+               match_b=0.4)[PAIR_COLUMNS].to_csv(tmp_path / "overlap_pairs_m.csv", index=False))
+    paths = write_overlap_summaries(tmp_path, n_resamples=200)
+    assert "paired with the leading method" in paths["md"].read_text() and paths["paired"].is_file()
