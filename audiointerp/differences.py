@@ -26,7 +26,8 @@ from .metrics import METRIC_NAMES, METRICS
 from .render import CI_HI, CI_LO, CONDITION_ORDER, DOMAIN_ORDER, METHOD_ORDER, natural_order
 from .stats import _bootstrap_groups, _check_ci_args
 
-__all__ = ["PAIR_INDEX", "SUPPORTED", "clip_means", "difference_display", "paired_difference_table"]
+__all__ = ["PAIR_INDEX", "SUPPORTED", "clip_means", "difference_display", "native_difference_table",
+           "paired_difference_table"]
 
 #: index levels of :func:`paired_difference_table`
 PAIR_INDEX = ["model", "condition", "domain", "method A", "method B"]
@@ -151,6 +152,45 @@ def paired_difference_table(df: pd.DataFrame, metrics=METRIC_NAMES, pairs=None, 
     table = pd.DataFrame(out, index=pd.MultiIndex.from_tuples(labels, names=PAIR_INDEX), columns=cols)
     table[["clips", "clips A only", "clips B only"]] = np.array(extra, dtype=np.int64)
     return table
+
+
+def native_difference_table(df: pd.DataFrame, mask: str = "topK_30_pos", metrics=METRIC_NAMES, *,
+                            n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
+    """The learned interpreters' own masks against every method's ``mask``, paired over clips.
+
+    The rows of each method's ``mask`` and of each learned method's ``native`` mask (relabelled
+    ``"<method> (native)"``) are compared as single-mask methods: for each native mask A and every
+    other row B of the same (model, condition, domain), the mean over common clips of A − B with a
+    clip-resampled bootstrap CI (:func:`paired_difference_table`). The paired counterpart of
+    :func:`audiointerp.tables.native_table`.
+
+    Args:
+        df: long table (:func:`audiointerp.tables.load_results`).
+        mask: the mask of the other methods (default ``topK_30_pos``, the tables' default).
+        metrics, n_resamples, seed, confidence: as :func:`paired_difference_table`.
+
+    Returns:
+        a :func:`paired_difference_table` result whose ``method A`` is always a native mask; empty
+        when the results hold no native mask.
+
+    Raises:
+        ConfigError: bad bootstrap settings; ``mask`` not among the results' masks (lists them).
+
+    """
+    present = list(dict.fromkeys(df["mask"]))
+    if mask not in present:
+        raise unknown_name("mask", mask, present)
+    sel = df[df["mask"].isin([mask, NATIVE])].copy()
+    native = (sel["mask"] == NATIVE).to_numpy()
+    sel.loc[native, "method"] = sel.loc[native, "method"].astype(str) + " (native)"
+    sel["mask"] = mask
+    order = [m for b in METHOD_ORDER for m in (b, f"{b} (native)")]
+    natives = natural_order(sel.loc[native, "method"], order)
+    others = natural_order(sel["method"], order)
+    pairs = [(a, b) for a in natives for b in others if b != a]
+    return paired_difference_table(sel, metrics, pairs or None, n_resamples=n_resamples, seed=seed,
+                                   confidence=confidence) if pairs else \
+        paired_difference_table(sel.iloc[:0], metrics, n_resamples=n_resamples, seed=seed, confidence=confidence)
 
 
 _DIFF_FORMATS = {"FF": "{:+.3f}", "FidIn": "{:+.3f}", "SPS": "{:+.3f}", "COMP": "{:+.2f}"}

@@ -78,7 +78,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .differences import SUPPORTED, difference_display, paired_difference_table
+from .differences import SUPPORTED, difference_display, native_difference_table, paired_difference_table
 from .errors import ConfigError, ResultsError, unknown_name
 from .figures import plot_accuracy, plot_condition_bars, plot_domains
 from .masks import MASK_NAMES, NATIVE
@@ -870,7 +870,8 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
         (``{(model, condition): domain_table}``), ``per_method``, ``per_mask``, ``correct_incorrect``
         (``{(model, condition, domain): table}``), ``differences``
         (:func:`audiointerp.differences.paired_difference_table`, written per (model, condition) to
-        ``differences/``), ``paper`` (:func:`paper_tables`, in ``paper/``), ``figures`` (PNG paths),
+        ``differences/``), ``native_differences`` (:func:`audiointerp.differences.native_difference_table`
+        or None, in ``differences/native_*``), ``paper`` (:func:`paper_tables`, in ``paper/``), ``figures`` (PNG paths),
         ``files`` (all written paths), ``mask``.
 
     Raises:
@@ -981,6 +982,16 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
         export(t, stem, f"{mdl} · {cond}: paired differences A − B (mean over common clips)",
                display=difference_display(t))
         index.append(f"- {link(stem, f'{mdl} · {cond}')}")
+    native_diffs = native_difference_table(df, mask, **ci) if (df["mask"] == NATIVE).any() else None
+    if native_diffs is not None and len(native_diffs):
+        index += ["", f"The learned interpreters' native masks against every method's `{mask}`, paired the same way:", ""]
+        for key in dict.fromkeys(native_diffs.index.droplevel(["domain", "method A", "method B"])):
+            mdl, cond = key
+            t = native_diffs.xs(key, level=["model", "condition"])
+            stem = f"differences/native_{_safe(mask)}_{_safe(mdl)}_{_safe(cond)}"
+            export(t, stem, f"{mdl} · {cond}: native masks − every method's {mask} (mean over common clips)",
+                   display=difference_display(t))
+            index.append(f"- {link(stem, f'{mdl} · {cond}')}")
     index += ["", "## The prior art's layout: method × mask per model, condition and domain", "", PAPER_NOTE, ""]
     paper = paper_tables(cells=cells)
     for (mdl, cond, dom), t in paper.items():
@@ -1027,4 +1038,4 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
     files.append(out / "tables.md")
     return {"data": df, "cells": cells, "summary": summary, "summary_markdown": summary_md, "accuracy": acc,
             "conditions": conditions, "domains": domains, "per_method": per_method, "per_mask": per_mask,
-            "correct_incorrect": correct, "differences": diffs, "paper": paper, "figures": figs, "files": files, "mask": mask}
+            "correct_incorrect": correct, "differences": diffs, "native_differences": native_diffs, "paper": paper, "figures": figs, "files": files, "mask": mask}

@@ -130,3 +130,20 @@ def test_method_labels_become_portable_file_names():
     assert _safe("lime (n1000)") == "lime-n1000"
     assert _safe("captum:IntegratedGradients") == "captum-IntegratedGradients"
     assert _safe("white_snr0dB") == "white_snr0dB"
+
+
+def test_native_masks_are_compared_with_every_methods_mask_pair_by_pair():
+    from audiointerp.differences import native_difference_table
+
+    df = long_table([0.2, 0.4, 0.6], [0.1, 0.1, 0.1])  # gradcam has a native mask with FF 9.0 on every clip
+    df = df.assign(mask=df["mask"].replace({"bin": "topK_30_pos"}))
+    t = native_difference_table(df, mask="topK_30_pos", metrics=["FF"], n_resamples=100)
+    assert list(t.index.get_level_values("method A").unique()) == ["gradcam (native)"]
+    assert set(t.index.get_level_values("method B")) == {"saliency", "gradcam"}
+    # saliency's topK_30_pos FF = ff - 0.1 per clip: 9.0 - (0.1, 0.3, 0.5) -> mean 8.7
+    assert t.xs("saliency", level="method B")["FF"].iloc[0] == pytest.approx(8.7)
+    assert t.xs("gradcam", level="method B")["FF"].iloc[0] == pytest.approx(9.0)
+    assert (t["clips"] == 3).all()
+    assert native_difference_table(df[df["mask"] != "native"], metrics=["FF"]).empty
+    with pytest.raises(ConfigError, match="mask"):
+        native_difference_table(df, mask="topK_99")
