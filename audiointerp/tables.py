@@ -975,23 +975,19 @@ def build_tables(results: str | Path = "results", out: str | Path = "supplementa
               f"CI that resamples clips ({confidence:.0%}, {n_resamples} resamples, seed {seed}). The arrow says "
               f"which sign favours A; {SUPPORTED} marks a CI that excludes 0. "
               "Claims that A is more faithful than B rest on these tables.", ""]
-    for key in dict.fromkeys(diffs.index.droplevel(["domain", "method A", "method B"])):
-        mdl, cond = key
-        t = diffs.xs(key, level=["model", "condition"])
-        stem = f"differences/{_safe(mdl)}_{_safe(cond)}"
-        export(t, stem, f"{mdl} · {cond}: paired differences A − B (mean over common clips)",
-               display=difference_display(t))
-        index.append(f"- {link(stem, f'{mdl} · {cond}')}")
+    def export_differences(table, prefix, what):
+        """Export a paired-difference table per (model, condition) as ``differences/<prefix><model>_<condition>``."""
+        for key in dict.fromkeys(table.index.droplevel(["domain", "method A", "method B"])):
+            t = table.xs(key, level=["model", "condition"])
+            stem = f"differences/{prefix}{_safe(key[0])}_{_safe(key[1])}"
+            export(t, stem, f"{key[0]} · {key[1]}: {what} (mean over common clips)", display=difference_display(t))
+            index.append(f"- {link(stem, f'{key[0]} · {key[1]}')}")
+
+    export_differences(diffs, "", "paired differences A − B")
     native_diffs = native_difference_table(df, mask, **ci) if (df["mask"] == NATIVE).any() else None
     if native_diffs is not None and len(native_diffs):
         index += ["", f"The learned interpreters' native masks against every method's `{mask}`, paired the same way:", ""]
-        for key in dict.fromkeys(native_diffs.index.droplevel(["domain", "method A", "method B"])):
-            mdl, cond = key
-            t = native_diffs.xs(key, level=["model", "condition"])
-            stem = f"differences/native_{_safe(mask)}_{_safe(mdl)}_{_safe(cond)}"
-            export(t, stem, f"{mdl} · {cond}: native masks − every method's {mask} (mean over common clips)",
-                   display=difference_display(t))
-            index.append(f"- {link(stem, f'{mdl} · {cond}')}")
+        export_differences(native_diffs, f"native_{_safe(mask)}_", f"native masks − every method's {mask}")
     index += ["", "## The prior art's layout: method × mask per model, condition and domain", "", PAPER_NOTE, ""]
     paper = paper_tables(cells=cells)
     for (mdl, cond, dom), t in paper.items():
