@@ -23,8 +23,8 @@ import pandas as pd
 from .errors import ConfigError, unknown_name
 from .masks import NATIVE
 from .metrics import METRIC_NAMES, METRICS
-from .render import CI_HI, CI_LO, CONDITION_ORDER, DOMAIN_ORDER, METHOD_ORDER, natural_order
-from .stats import _bootstrap_groups, _check_ci_args
+from .render import CI_HI, CI_LO, CONDITION_ORDER, DOMAIN_ORDER, FORMATS, METHOD_ORDER, natural_order
+from .stats import _check_ci_args, bootstrap_ci
 
 __all__ = ["PAIR_INDEX", "SUPPORTED", "clip_means", "difference_display", "native_difference_table",
            "paired_difference_table"]
@@ -139,16 +139,9 @@ def paired_difference_table(df: pd.DataFrame, metrics=METRIC_NAMES, pairs=None, 
     if not labels:
         return pd.DataFrame(columns=[*cols, "clips", "clips A only", "clips B only"],
                             index=pd.MultiIndex.from_tuples([], names=PAIR_INDEX), dtype=float)
-    # centred on each pair's first non-NaN difference, as bootstrap_ci: a constant difference has a zero-width CI
-    shift = np.stack([[col[~np.isnan(col)][0] if (~np.isnan(col)).any() else 0.0 for col in b.T] for b in blocks])
-    sizes = [len(b) for b in blocks]
-    d = np.concatenate(blocks) - np.repeat(shift, sizes, axis=0)
-    ok = ~np.isnan(d)
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    point, lo, hi = _bootstrap_groups(np.where(ok, d, 0.0), ok.astype(float), bounds, n_resamples, seed,
-                                      confidence)
     out = np.empty((len(labels), 3 * len(metrics)))
-    out[:, 0::3], out[:, 1::3], out[:, 2::3] = point + shift, lo + shift, hi + shift
+    for i, block in enumerate(blocks):  # each pair's clips resampled on their own (cached draws per clip count)
+        out[i, 0::3], out[i, 1::3], out[i, 2::3] = bootstrap_ci(block, n_resamples, seed, confidence)
     table = pd.DataFrame(out, index=pd.MultiIndex.from_tuples(labels, names=PAIR_INDEX), columns=cols)
     table[["clips", "clips A only", "clips B only"]] = np.array(extra, dtype=np.int64)
     return table
@@ -188,12 +181,9 @@ def native_difference_table(df: pd.DataFrame, mask: str = "topK_30_pos", metrics
     natives = natural_order(sel.loc[native, "method"], order)
     others = natural_order(sel["method"], order)
     pairs = [(a, b) for a in natives for b in others if b != a]
-    return paired_difference_table(sel, metrics, pairs or None, n_resamples=n_resamples, seed=seed,
-                                   confidence=confidence) if pairs else \
-        paired_difference_table(sel.iloc[:0], metrics, n_resamples=n_resamples, seed=seed, confidence=confidence)
+    return paired_difference_table(sel, metrics, pairs, n_resamples=n_resamples, seed=seed, confidence=confidence)
 
 
-_DIFF_FORMATS = {"FF": "{:+.3f}", "FidIn": "{:+.3f}", "SPS": "{:+.3f}", "COMP": "{:+.2f}"}
 
 
 def difference_display(table: pd.DataFrame, metrics=None) -> pd.DataFrame:
@@ -217,7 +207,7 @@ def difference_display(table: pd.DataFrame, metrics=None) -> pd.DataFrame:
         metrics = [c for c in table.columns if c + CI_LO in table and c + CI_HI in table]
     shown = {}
     for m in metrics:
-        fmt = _DIFF_FORMATS.get(m, "{:+.1f}")
+        fmt = "{:+" + FORMATS.get(m, "{:.3g}")[2:]  # the tables' format of the metric, signed
         arrow = "" if m not in METRICS else (" ↑" if METRICS[m].higher_is_better else " ↓")
         cells = []
         for v, lo, hi in zip(table[m], table[m + CI_LO], table[m + CI_HI]):

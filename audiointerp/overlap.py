@@ -364,10 +364,9 @@ def paired_table(df: pd.DataFrame, n_resamples: int = 1000, seed: int = 0, confi
                 continue
             m = m.set_index(key)[["success", "above_uniform"]].astype(float)
             common = m.index.intersection(ref.index, sort=False)
-            d = (m.loc[common] - ref.loc[common]).to_numpy()
-            ds = bootstrap_ci(d[:, 0], n_resamples=n_resamples, seed=seed, confidence=confidence)
-            du = bootstrap_ci(d[:, 1], n_resamples=n_resamples, seed=seed, confidence=confidence)
-            rows[(model, method)] = [lead, len(common), *ds, *du]
+            mean, lo, hi = bootstrap_ci((m.loc[common] - ref.loc[common]).to_numpy(), n_resamples=n_resamples,
+                                        seed=seed, confidence=confidence)  # both columns, one set of draws
+            rows[(model, method)] = [lead, len(common), *np.stack([mean, lo, hi], 1).ravel()]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
     table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "method"]) if rows else \
         pd.MultiIndex.from_tuples([], names=["model", "method"])
