@@ -11,14 +11,14 @@ export ESC50_ROOT AUDIOINTERP_NOISES
 
 CHECKPOINT ?= weights/compact_mel.pt
 # every built-in method (captum:<ClassName> runs by name too, e.g. METHODS=captum:IntegratedGradients)
-METHODS ?= saliency,gradcam,shap,lime,piq,l2i,lmac
+METHODS ?= saliency,gradcam,shap,lime,piq,l2i,lmac,lmac_ft
 # LIME's samples per clip: 300 in the main job (as faithful to the 1000-sample map as two 1000-sample maps are to
 # each other, scripts/lime_samples.py), the prior art's 1000 in the grid (make reproduce)
 LIME_NSAMPLES ?=
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments reproduce grid grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq train-lmac train-cnn14 pretrained device-check overlap clean-venv
+.PHONY: venv experiments reproduce grid grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq train-lmac train-lmac-ft train-cnn14 pretrained device-check overlap clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -123,12 +123,19 @@ cross-validation: venv
 	$(PY) -m papermill --cwd notebooks notebooks/cross_validation.ipynb $(NB_OUT)/cross_validation_$(FEATURES).ipynb \
 		-p features $(FEATURES) $(if $(filter stft,$(FEATURES)),-p epochs 40,)
 
-# NMF dictionary, L2I and PIQ for a classifier (MODEL=compact_mel or compact_stft): notebooks/train_*.ipynb.
+# NMF dictionary, L2I, PIQ and L-MAC for a classifier (MODEL=compact_mel or compact_stft): notebooks/train_*.ipynb.
 MODEL ?= compact_mel
 train-nmf train-l2i train-piq train-lmac: train-%: venv
 	mkdir -p $(NB_OUT)
 	$(PY) -m papermill --cwd notebooks notebooks/train_$*.ipynb $(NB_OUT)/train_$*_$(MODEL).ipynb \
 		-p checkpoint ../weights/$(MODEL).pt -p out ../weights/$*_$(MODEL).pt
+
+# L-MAC FT: guided fine-tuning of weights/lmac_$(MODEL).pt on mixtures (notebooks/train_lmac.ipynb, guided=True).
+train-lmac-ft: venv
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/train_lmac.ipynb $(NB_OUT)/train_lmac_ft_$(MODEL).ipynb \
+		-p checkpoint ../weights/$(MODEL).pt -p out ../weights/lmac_ft_$(MODEL).pt -p guided True \
+		-p init ../weights/lmac_$(MODEL).pt
 
 # The overlap test of the learned interpreters' paper (L2I), for all five methods: supplementary/overlap/.
 overlap: venv

@@ -266,10 +266,10 @@ def model_card(ckpt: dict, ms_per_clip: float | None = None, report=None, figure
              + f", {cfg.duration:g} s -> {cfg.n_freq} x {cfg.n_frames} (dB, floor -100 dB)",
              "- Data: ESC-50 (Piczak 2015), "
              + (f"fine-tuned from the PANNs AudioSet weights `{Path(t['pretrained']).name}` (Kong et al. 2020)"
-                if t.get("pretrained") else "trained from scratch")
+                if t.get("pretrained") else "trained" if t.get("init_from") else "trained from scratch")
              + f" on folds {fmt(folds[0])}, model selection on fold {fmt(folds[1])}, test on fold {fmt(folds[2])}"
-             + (f"; weights initialised from `{Path(t['init_from']).name}` (a second schedule)"
-                if t.get("init_from") else ""),
+             + (f"; a further schedule starting from the weights of `{Path(t['init_from']).name}` (its own card "
+                f"gives its lineage)" if t.get("init_from") else ""),
              f"- Code: git commit `{ckpt.get('git_commit', 'not recorded')}`",
              ""]
     test = f"fold-{fmt(folds[2])}"

@@ -84,7 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="weights/compact_mel.pt")
     ap.add_argument("--clips", type=int, default=40)
-    ap.add_argument("--methods", default="saliency,gradcam,shap,lime,piq,l2i,lmac",
+    ap.add_argument("--methods", default="saliency,gradcam,shap,lime,piq,l2i,lmac,lmac_ft",
                     help="the main job's methods (make benchmark passes the Makefile's METHODS)")
     ap.add_argument("--shap-nsamples", type=int, default=32)
     ap.add_argument("--fold-size", type=int, default=400)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_METHODS = "saliency,gradcam,shap,lime,piq,l2i,lmac"
+DEFAULT_METHODS = "saliency,gradcam,shap,lime,piq,l2i,lmac,lmac_ft"
 
 
 def _train_epoch(device: str, features: str, out: Path, limit) -> float:

@@ -186,6 +186,62 @@ def test_fit_keeps_the_best_validation_epoch_not_the_last(toy, monkeypatch):
     assert any(not torch.equal(v, states[3][k]) for k, v in net.state_dict().items())
 
 
+def test_stop_reason_patience_budget_and_maximum():
+    from audiointerp.learned.training import stop_reason
+
+    hist = [{"epoch": e, "val_total": v, "minutes": e * 1.0} for e, v in enumerate([3.0, 1.0, 2.0, 1.5, 1.2], 1)]
+    assert stop_reason([], 10, 60, 2) is None
+    assert stop_reason(hist[:3], 10, 60, 2) is None  # lowest at epoch 2, one epoch without a fall
+    assert stop_reason(hist[:4], 10, 60, 2) == "patience"  # two epochs without a fall
+    assert stop_reason(hist, 10, 60, None) is None
+    assert stop_reason(hist, 10, 5.0, None) == "max_minutes"
+    assert stop_reason(hist, 5, 60, None) == "epochs"
+
+
+def test_fit_stops_when_the_validation_loss_stops_falling(toy, monkeypatch):
+    import audiointerp.learned.training as learned
+
+    data = _data(toy)
+    torch.manual_seed(0)
+    net = new_interpreter("piq", toy[1], data.hidden.shape[1:], 3, keys_per_class=2, dim=8, width=8)
+    scripted = iter([3.0, 1.0, 1.5, 2.0, 0.5, 0.1])
+    monkeypatch.setattr(learned, "_evaluate", lambda *a, **k: {"total": next(scripted)})
+    out = fit_interpreter(net, data, data, epochs=6, batch_size=3, lr=1e-2, patience=2)
+    assert out["epochs_run"] == 4 and out["best_epoch"] == 2 and out["stopped"] == "patience"
+    with pytest.raises(ConfigError, match="patience must be >= 1"):
+        learned.InterpreterTrainConfig(patience=0).validate()
+
+
+def test_fit_interpreter_resumes_after_an_interruption_with_the_uninterrupted_result(toy, tmp_path):
+    data = _data(toy)
+    kw = dict(epochs=3, batch_size=3, lr=1e-2, seed=5, identity={"run": "a"})
+
+    def net(seed):
+        torch.manual_seed(seed)
+        return new_interpreter("piq", toy[1], data.hidden.shape[1:], 3, keys_per_class=2, dim=8, width=8)
+
+    full_net = net(2)
+    full = fit_interpreter(full_net, data, data, state_path=tmp_path / "full.state.pt", **kw)
+
+    def crash(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt("killed")
+
+    state_path = tmp_path / "resumed.state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        fit_interpreter(net(2), data, data, state_path=state_path, on_epoch=crash, **kw)
+    resumed_net = net(9)  # another initialisation: the saved state replaces it
+    resumed = fit_interpreter(resumed_net, data, data, state_path=state_path, **kw)
+    assert resumed["sessions"] == 2 and resumed["epochs_run"] == full["epochs_run"] == 3
+    for a, b in zip(resumed["history"], full["history"]):
+        assert {k: v for k, v in a.items() if k != "minutes"} == pytest.approx(
+            {k: v for k, v in b.items() if k != "minutes"})
+    for k, v in full_net.state_dict().items():
+        torch.testing.assert_close(resumed_net.state_dict()[k], v)
+    with pytest.raises(CheckpointError, match="another training run"):
+        fit_interpreter(net(0), data, data, state_path=state_path, **{**kw, "identity": {"run": "b"}})
+
+
 def test_magnitude_features_and_masked_audio_match_the_feature_path(toy):
     _, cfg, x, wav, _, _ = toy
     L, spec = log1p_stft(wav, cfg)
@@ -292,6 +348,8 @@ def test_train_interpreter_freezes_the_classifier(tmp_path, esc50_env, toy_check
     assert ck["training"]["n_train"] == 18 and ck["training"]["n_val"] == 6
     assert ck["training"]["best_epoch"] in (1, 2) and len(ck["training"]["history"]) == 2
     assert "lowest validation loss" in interpreter_card(ck)
+    assert "stopped at the maximum epochs" in interpreter_card(ck)
+    assert (tmp_path / "l2i_toy.pt.state.pt").is_file()  # resumable
     with pytest.raises(ConfigError, match="exclude the test fold 5"):
         InterpreterTrainConfig(train_folds=(1, 2, 5)).validate()
 

@@ -288,7 +288,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(toy, tmp_pa
     assert any(h["train_guided"] > 0 for h in full["history"])  # the guided term was in play
     for k, v in full_net.state_dict().items():
         torch.testing.assert_close(net.state_dict()[k], v)
-    with pytest.raises(CheckpointError, match="another L-MAC run.*run"):
+    with pytest.raises(CheckpointError, match="another training run.*run"):
         fit_lmac(_net(toy), model, CFG, train, val, state_path=state_path, **{**kw, "identity": {"run": "b"}})
 
 
@@ -367,7 +367,7 @@ def test_train_lmac_and_its_guided_fine_tuning_write_cards_and_resumable_state(t
     assert lmac_variant(ck_ft) == "lmac_ft" and ck_ft["args"]["guide"] == 2.0 and ck_ft["args"]["width"] == 8
     assert ck_ft["training"]["init"]["sha256"] == file_sha256(out["path"])
     assert "L-MAC FT" in interpreter_card(ck_ft) and "different class" in interpreter_card(ck_ft)
-    with pytest.raises(CheckpointError, match="another L-MAC run \\(differs in \\['lr'\\]\\)"):
+    with pytest.raises(CheckpointError, match="another training run \\(differs in \\['lr'\\]\\)"):
         train_lmac(LMACTrainConfig(checkpoint=str(toy_checkpoint), epochs=1, batch_size=6, lr=0.5,
                                    args={"width": 8}), tmp_path / "lmac_toy.pt", progress=False)
     again = train_lmac(LMACTrainConfig(checkpoint=str(toy_checkpoint), epochs=1, batch_size=6, max_minutes=9.0,

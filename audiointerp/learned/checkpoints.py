@@ -189,8 +189,7 @@ def _lmac_card(ckpt: dict) -> str:
               + (" (fixed seeded mixtures)" if ft else "") + "; fold 5 unseen |",
               f"| optimiser | Adam, lr {cfgd.get('lr')}, weight decay {cfgd.get('weight_decay')}, batch "
               f"{cfgd.get('batch_size')}, seed {cfgd.get('seed')}; the classifier frozen, not in the optimiser |",
-              f"| epochs | {tr.get('epochs_run')} run (max {cfgd.get('epochs')}, budget {cfgd.get('max_minutes')}"
-              f" min), checkpoint = epoch {tr.get('best_epoch')}, the lowest validation loss |",
+              _epochs_row(tr, cfgd),
               f"| time | {tr.get('minutes', float('nan')):.1f} min training "
               f"({tr.get('seconds_per_epoch', float('nan')):.0f} s per epoch, {tr.get('sessions', 1)} session(s): "
               f"resumable from `<out>.state.pt`) + {tr.get('cache_minutes', float('nan')):.1f} min caching on "
@@ -207,6 +206,22 @@ def _lmac_card(ckpt: dict) -> str:
                   f"{h['val_out']:.4f} | {h['val_l1']:.4f}" + (f" | {h['val_guided']:.2f}" if ft else "") + " |"
                   for h in hist]
     return "\n".join(lines) + "\n"
+
+
+_STOPPED = {"patience": "stopped because the validation loss had not fallen for {patience} epochs",
+            "max_minutes": "stopped by the time budget", "epochs": "stopped at the maximum epochs"}
+
+
+def _epochs_row(tr: dict, cfgd: dict) -> str:
+    """The card's ``epochs`` row: epochs run, the limits (maximum, time budget, early-stopping patience), why
+    training stopped (``training["stopped"]``, older checkpoints: not recorded) and the kept epoch."""
+    limits = f"max {cfgd.get('epochs')}, budget {cfgd.get('max_minutes')} min"
+    if cfgd.get("patience"):
+        limits += f", patience {cfgd['patience']}"
+    why = _STOPPED.get(tr.get("stopped"), "")
+    why = why.format(patience=cfgd.get("patience")) + "; " if why else ""
+    return (f"| epochs | {tr.get('epochs_run')} run ({limits}); {why}checkpoint = epoch {tr.get('best_epoch')}, "
+            f"the lowest validation loss |")
 
 
 def _card_validation(tr: dict, m: dict) -> list:
@@ -239,10 +254,11 @@ def interpreter_card(ckpt: dict) -> str:
     lines += [f"| data | folds {cfgd.get('train_folds')} ({tr.get('n_train')} clips) for training, folds "
               f"{cfgd.get('val_folds')} ({tr.get('n_val')} clips) for validation; fold 5 unseen |",
               f"| optimiser | Adam, lr {cfgd.get('lr')}, batch {cfgd.get('batch_size')}, seed {cfgd.get('seed')} |",
-              f"| epochs | {tr.get('epochs_run')} run (max {cfgd.get('epochs')}), checkpoint = epoch "
-              f"{tr.get('best_epoch')}, the lowest validation loss |",
-              f"| time | {tr.get('minutes', float('nan')):.1f} min training + {tr.get('cache_minutes', float('nan')):.1f}"
-              f" min caching on this machine |"]
+              _epochs_row(tr, cfgd),
+              f"| time | {tr.get('minutes', float('nan')):.1f} min training"
+              + (f" ({tr['seconds_per_epoch']:.0f} s per epoch, {tr.get('sessions', 1)} session(s): resumable from "
+                 f"`<out>.state.pt`)" if "seconds_per_epoch" in tr else "")
+              + f" + {tr.get('cache_minutes', float('nan')):.1f} min caching on this machine |"]
     lines += _card_validation(tr, m)
     hist = tr.get("history", [])
     if hist:

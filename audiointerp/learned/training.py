@@ -41,7 +41,10 @@ class InterpreterTrainConfig:
         kind: ``l2i`` or ``piq``.
         checkpoint: the frozen classifier.
         nmf: the NMF dictionary file (L2I only; default ``weights/nmf_<classifier stem>.pt``).
-        epochs: maximum epochs; max_minutes: stop after the epoch that passes this wall time.
+        epochs: maximum epochs; max_minutes: stop after the epoch that passes this wall time (summed over
+            resumed sessions).
+        patience: stop once the fold-4 validation loss has not fallen for this many epochs (early stopping:
+            "until the validation loss stops falling"); None: run to ``epochs`` or ``max_minutes``.
         batch_size, lr, weight_decay: Adam's settings.
         seed: initialisation and shuffling.
         train_folds, val_folds: ESC-50 folds (1-3 train, 4 validation; fold 5 is never seen).
@@ -57,6 +60,7 @@ class InterpreterTrainConfig:
     nmf: str | None = None
     epochs: int = 40
     max_minutes: float = 55.0
+    patience: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -77,6 +81,8 @@ class InterpreterTrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.lr > 0 or not self.max_minutes > 0:
             raise ConfigError(f"lr and max_minutes must be > 0, got {self.lr!r}, {self.max_minutes!r}")
+        if self.patience is not None and int(self.patience) < 1:
+            raise ConfigError(f"patience must be >= 1 epochs or None, got {self.patience!r}")
         if set(self.train_folds) & set(self.val_folds) or 5 in set(self.train_folds) | set(self.val_folds):
             raise ConfigError(f"train folds {self.train_folds} and validation folds {self.val_folds} must be "
                               f"disjoint and exclude the test fold 5")
@@ -172,49 +178,127 @@ def _optimiser_step(opt: torch.optim.Optimizer, terms: dict, sums: dict, n_items
         sums[k] = sums.get(k, 0.0) + float(v.detach()) * n_items
 
 
+def stop_reason(history: list, epochs: int, max_minutes: float, patience: int | None) -> str | None:
+    """Why a training whose per-epoch ``history`` (rows with ``epoch``, ``val_total`` and cumulative
+    ``minutes``) should stop before its next epoch, or None to go on: ``"patience"`` (the validation loss
+    has not fallen for ``patience`` epochs: the lowest is ``patience`` or more epochs back), ``"max_minutes"``
+    (the wall-time budget is spent) or ``"epochs"`` (the maximum is reached)."""
+    if not history:
+        return None
+    best = min(history, key=lambda r: r["val_total"])["epoch"]
+    if patience is not None and history[-1]["epoch"] - best >= int(patience):
+        return "patience"
+    if history[-1]["minutes"] >= max_minutes:
+        return "max_minutes"
+    if history[-1]["epoch"] >= epochs:
+        return "epochs"
+    return None
+
+
+class _Progress:
+    """The state a resumable interpreter training carries across epochs and sessions: Adam, the
+    shuffling generator, the per-epoch history, the best epoch's weights and the elapsed time, read back
+    from ``state_path`` when it holds this run's state (:func:`_resume_state`) and saved there after
+    every epoch (atomically)."""
+
+    def __init__(self, net: nn.Module, lr: float, weight_decay: float, seed: int, state_path, identity):
+        self.gen = torch.Generator().manual_seed(seed)
+        self.opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.identity = dict(identity or {})
+        self.history, self.best_val, self.best_state, self.elapsed, self.start, self.sessions = \
+            [], math.inf, None, 0.0, 0, 1
+        self.path = None if state_path is None else Path(state_path)
+        st = _resume_state(self.path, self.identity)
+        if st is not None:
+            net.load_state_dict(st["net"])
+            self.opt.load_state_dict(st["opt"])
+            self.gen.set_state(st["gen"])
+            self.history, self.best_val, self.best_state = st["history"], st["best_val"], st["best_state"]
+            self.elapsed, self.start, self.sessions = st["elapsed"], st["epoch"], st["sessions"] + 1
+
+    def end_epoch(self, net: nn.Module, epoch: int, sums: dict, n: int, val_terms: dict, seconds: float) -> dict:
+        """Log an epoch (train sums over ``n`` items, validation means, its seconds), keep the weights if
+        its validation loss is the lowest so far, save the state; returns the history row."""
+        self.elapsed += seconds
+        row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
+               **{f"val_{k}": v for k, v in val_terms.items()}, "minutes": self.elapsed / 60}
+        self.history.append(row)
+        if row["val_total"] < self.best_val:
+            self.best_val, self.best_state = row["val_total"], copy.deepcopy(net.state_dict())
+        if self.path is not None:
+            _save_state(self.path, {"identity": self.identity, "epoch": epoch, "net": net.state_dict(),
+                                    "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
+                                    "history": self.history, "best_val": self.best_val,
+                                    "best_state": self.best_state, "elapsed": self.elapsed,
+                                    "sessions": self.sessions})
+        return row
+
+    def finish(self, net: nn.Module, epochs: int, max_minutes: float, patience: int | None) -> dict:
+        """Load the best epoch's weights into ``net`` (eval mode) and return the training summary.
+
+        Raises:
+            ConfigError: no epoch was trained.
+        """
+        if self.best_state is None:
+            raise ConfigError(f"no {net.kind} epoch was trained (epochs={epochs}, max_minutes={max_minutes})")
+        net.load_state_dict(self.best_state)
+        net.eval()
+        hist = self.history
+        best_row = min(hist, key=lambda r: r["val_total"])
+        return {"history": hist, "best_epoch": best_row["epoch"], "best_val": best_row, "epochs_run": len(hist),
+                "minutes": self.elapsed / 60, "seconds_per_epoch": self.elapsed / len(hist),
+                "sessions": self.sessions, "stopped": stop_reason(hist, epochs, max_minutes, patience) or "epochs"}
+
+
 def fit_interpreter(net: nn.Module, train: InterpreterData, val: InterpreterData, epochs: int, batch_size: int,
                     lr: float, seed: int = 0, weight_decay: float = 0.0, max_minutes: float = math.inf,
-                    progress: bool = False, on_epoch=None) -> dict:
+                    progress: bool = False, on_epoch=None, patience: int | None = None, state_path=None,
+                    identity: dict | None = None) -> dict:
     """Train ``net`` on cached data with Adam; keep the state of the epoch with the lowest
     validation loss (the returned net holds it).
 
     Only the interpreter's parameters are optimised (the classifier is not involved: its hidden
     maps and logits are cached tensors).
 
+    Args:
+        epochs: maximum epochs; max_minutes: stop after the epoch that passes this wall time (summed over
+            resumed sessions); patience: stop once the validation loss has not fallen for this many epochs
+            (None: no early stopping) — :func:`stop_reason`.
+        state_path: where the whole training state is written after every epoch (None: not resumable). If
+            it exists, training resumes from it (weights, optimiser, generator, history, best epoch), so an
+            interrupted and resumed run gives the uninterrupted run's result.
+        identity: what the saved state must match to be resumed; a state of another run is refused.
+
     Returns:
         ``{"history": [per-epoch train/val losses], "best_epoch", "best_val", "epochs_run",
-        "minutes"}``.
+        "minutes", "seconds_per_epoch", "sessions", "stopped"}`` (``stopped``: why it ended,
+        :func:`stop_reason`).
+
+    Raises:
+        CheckpointError: ``state_path`` holds another run's state or cannot be read (named).
+        ConfigError: no epoch was trained (``epochs`` or ``max_minutes`` already spent).
     """
     from tqdm.auto import tqdm
 
     net.to(train.hidden.device)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    history, best, best_state = [], math.inf, None
-    t0 = time.perf_counter()
-    for epoch in tqdm(range(1, epochs + 1), desc=f"train {net.kind}", disable=not progress):
+    run = _Progress(net, lr, weight_decay, seed, state_path, identity)
+    for epoch in tqdm(range(run.start + 1, epochs + 1), desc=f"train {net.kind}", disable=not progress,
+                      initial=run.start, total=epochs):
+        if stop_reason(run.history, epochs, max_minutes, patience):
+            break
+        t0 = time.perf_counter()
         net.train()
-        order = torch.randperm(len(train), generator=gen)
+        order = torch.randperm(len(train), generator=run.gen)
         sums, n = {}, 0
         for s in range(0, len(train), batch_size):
             idx = order[s:s + batch_size]
-            _optimiser_step(opt, net.losses(train.hidden[idx], train.L[idx], train.logits[idx]), sums, len(idx))
+            _optimiser_step(run.opt, net.losses(train.hidden[idx], train.L[idx], train.logits[idx]), sums, len(idx))
             n += len(idx)
-        row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
-               **{f"val_{k}": v for k, v in _evaluate(net, val, batch_size).items()},
-               "minutes": (time.perf_counter() - t0) / 60}
-        history.append(row)
-        if row["val_total"] < best:
-            best, best_state = row["val_total"], copy.deepcopy(net.state_dict())
+        val_terms = _evaluate(net, val, batch_size)
+        row = run.end_epoch(net, epoch, sums, n, val_terms, time.perf_counter() - t0)
         if on_epoch is not None:
             on_epoch(row)
-        if row["minutes"] >= max_minutes:
-            break
-    net.load_state_dict(best_state)
-    net.eval()
-    best_row = min(history, key=lambda r: r["val_total"])
-    return {"history": history, "best_epoch": best_row["epoch"], "best_val": best_row, "epochs_run": len(history),
-            "minutes": (time.perf_counter() - t0) / 60}
+    return run.finish(net, epochs, max_minutes, patience)
 
 
 def _frozen_classifier(cfg):
@@ -232,6 +316,11 @@ def _frozen_classifier(cfg):
 
 def train_interpreter(cfg: InterpreterTrainConfig, out, root=None, progress: bool = True) -> dict:
     """Train an L2I or PIQ interpreter on a frozen classifier and write its checkpoint to ``out``.
+
+    Folds ``cfg.train_folds`` (1-3) train, ``cfg.val_folds`` (4) select the epoch with the lowest validation
+    loss; with ``cfg.patience`` training stops once that loss has not fallen for so many epochs. The state
+    is saved to ``<out>.state.pt`` after every epoch and a run with the same settings resumes from it
+    (``epochs``, ``max_minutes`` and ``patience`` may change between sessions).
 
     ``kind="lmac"`` goes to :func:`train_lmac` (an :class:`InterpreterTrainConfig` is taken as an
     :class:`LMACTrainConfig` with the same fields).
@@ -258,6 +347,12 @@ def train_interpreter(cfg: InterpreterTrainConfig, out, root=None, progress: boo
         d = NMFDictionary.load(nmf_path)
         d.check(fcfg)
         W, nmf_info = d.W, {"path": Path(nmf_path).name, "sha256": file_sha256(nmf_path)}
+    out = Path(out)
+    state_path = out.with_name(out.name + ".state.pt")
+    identity = {"config": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES},
+                "classifier_sha256": file_sha256(cfg.checkpoint),
+                "nmf_sha256": None if nmf_info is None else nmf_info["sha256"]}
+    _resume_state(state_path, identity)  # another run's state is refused before anything is computed
     t0 = time.perf_counter()
     train = interpreter_data(model, fcfg, root, cfg.train_folds, cfg.limit, progress=progress)
     val = interpreter_data(model, fcfg, root, cfg.val_folds, cfg.limit, progress=progress)
@@ -265,7 +360,8 @@ def train_interpreter(cfg: InterpreterTrainConfig, out, root=None, progress: boo
     torch.manual_seed(cfg.seed)
     net = new_interpreter(cfg.kind, fcfg, train.hidden.shape[1:], train.logits.shape[1], W, **cfg.args)
     summary = fit_interpreter(net, train, val, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.weight_decay,
-                              cfg.max_minutes, progress)
+                              cfg.max_minutes, progress, patience=cfg.patience, state_path=state_path,
+                              identity=identity)
     classifier = {"path": Path(cfg.checkpoint).name, "sha256": file_sha256(cfg.checkpoint), "name": model_name(ckpt),
                   "architecture": ckpt["architecture"], "arch_args": ckpt["arch_args"]}
     training = {"config": asdict(cfg), "git_commit": git_commit(), "cache_minutes": cache_minutes,
@@ -321,7 +417,7 @@ class LMACTrainConfig(InterpreterTrainConfig):
 
 
 #: fields that may change between the sessions of one resumable run (they do not change finished epochs)
-RESUMABLE_CHANGES = ("epochs", "max_minutes", "threads", "device")  # where it runs may change too
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device")  # where it runs may change too
 
 
 @dataclass
@@ -448,14 +544,14 @@ def _resume_state(path: Path | None, identity: dict) -> dict | None:
 
     if path is None or not path.is_file():
         return None
-    st = load_torch_file(path, "L-MAC training state")
+    st = load_torch_file(path, "interpreter training state")
     if not isinstance(st, dict) or st.get("identity") != identity:
         theirs = st.get("identity", {}) if isinstance(st, dict) else {}
         diff = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
         if diff == ["config"]:
             diff = sorted(k for k in set(theirs["config"]) | set(identity["config"])
                           if theirs["config"].get(k) != identity["config"].get(k))
-        raise CheckpointError(f"{path} holds the state of another L-MAC run (differs in {diff}); delete it to "
+        raise CheckpointError(f"{path} holds the state of another training run (differs in {diff}); delete it to "
                               f"start afresh, or train with the same settings to resume")
     return st
 
@@ -470,7 +566,8 @@ def _save_state(path: Path, state: dict) -> None:
 def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: LMACData, val: LMACData,
              epochs: int, batch_size: int, lr: float, seed: int = 0, weight_decay: float = 0.0,
              max_minutes: float = math.inf, guided: bool = False, mix_alpha: float = 0.6, state_path=None,
-             identity: dict | None = None, progress: bool = False, on_epoch=None) -> dict:
+             identity: dict | None = None, progress: bool = False, on_epoch=None,
+             patience: int | None = None) -> dict:
     """Train L-MAC's decoder against the frozen classifier; keep the epoch with the lowest validation loss.
 
     Only ``net``'s parameters are in the optimiser (Adam); the classifier runs in eval mode with
@@ -483,7 +580,8 @@ def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: 
         train, val: :func:`lmac_data` (plain: ``train.hidden`` cached) or, for ``guided``, ``train`` with
             ``wav`` and ``labels`` (mixed afresh every epoch) and ``val`` from :func:`lmac_mixture_data`.
         epochs: maximum epochs; max_minutes: stop after the epoch that passes this wall time (summed over
-            resumed sessions).
+            resumed sessions); patience: stop once the validation loss has not fallen for this many epochs
+            (None: no early stopping) — :func:`stop_reason`.
         guided: L-MAC FT (the guided term, on mixtures with partners drawn each epoch from the generator).
         state_path: where the whole training state is written after every epoch (None: not resumable). If
             it exists, training resumes from it: same decoder, optimiser, generator, history and best epoch,
@@ -493,7 +591,8 @@ def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: 
         on_epoch: called with each epoch's history row (after the state is saved).
 
     Returns:
-        ``{"history", "best_epoch", "best_val", "epochs_run", "minutes", "seconds_per_epoch", "sessions"}``;
+        ``{"history", "best_epoch", "best_val", "epochs_run", "minutes", "seconds_per_epoch", "sessions",
+        "stopped"}``;
         ``net`` holds the best epoch's weights (eval mode).
 
     Raises:
@@ -519,28 +618,17 @@ def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: 
     for p in model.parameters():
         p.requires_grad_(False)
     net.to(next(iter(model.parameters())).device)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    identity = dict(identity or {})
-    history, best_val, best_state, elapsed, start, sessions = [], math.inf, None, 0.0, 0, 1
-    state_path = None if state_path is None else Path(state_path)
-    st = _resume_state(state_path, identity)
-    if st is not None:
-        net.load_state_dict(st["net"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["gen"])
-        history, best_val, best_state = st["history"], st["best_val"], st["best_state"]
-        elapsed, start, sessions = st["elapsed"], st["epoch"], st["sessions"] + 1
+    run = _Progress(net, lr, weight_decay, seed, state_path, identity)
     HiddenMaps(model, net.layers)  # an unknown layer name fails here, before any epoch
     try:
-        for epoch in tqdm(range(start + 1, epochs + 1), desc="train lmac" + (" ft" if guided else ""),
-                          disable=not progress, initial=start, total=epochs):
-            if elapsed / 60 >= max_minutes:
+        for epoch in tqdm(range(run.start + 1, epochs + 1), desc="train lmac" + (" ft" if guided else ""),
+                          disable=not progress, initial=run.start, total=epochs):
+            if stop_reason(run.history, epochs, max_minutes, patience):
                 break
             t0 = time.perf_counter()
             net.train()
-            order = torch.randperm(len(train), generator=gen)
-            partners = draw_partners(train.labels, gen) if guided else None
+            order = torch.randperm(len(train), generator=run.gen)
+            partners = draw_partners(train.labels, run.gen) if guided else None
             sums, n = {}, 0
             for s in range(0, len(train), batch_size):
                 idx = order[s:s + batch_size]
@@ -551,41 +639,26 @@ def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: 
                 else:
                     hidden, L_in, logits = [h[idx] for h in train.hidden], train.L[idx], train.logits[idx]
                     L_clean = None
-                _optimiser_step(opt, net.losses(hidden, L_in, logits, classify, L_clean), sums, len(idx))
+                _optimiser_step(run.opt, net.losses(hidden, L_in, logits, classify, L_clean), sums, len(idx))
                 n += len(idx)
             val_terms = _evaluate_lmac(net, classify, val, batch_size)
-            elapsed += time.perf_counter() - t0
-            row = {"epoch": epoch, **{f"train_{k}": v / n for k, v in sums.items()},
-                   **{f"val_{k}": v for k, v in val_terms.items()}, "minutes": elapsed / 60}
-            history.append(row)
-            if row["val_total"] < best_val:
-                best_val, best_state = row["val_total"], copy.deepcopy(net.state_dict())
-            if state_path is not None:
-                _save_state(state_path, {"identity": identity, "epoch": epoch, "net": net.state_dict(),
-                                         "opt": opt.state_dict(), "gen": gen.get_state(), "history": history,
-                                         "best_val": best_val, "best_state": best_state, "elapsed": elapsed,
-                                         "sessions": sessions})
+            row = run.end_epoch(net, epoch, sums, n, val_terms, time.perf_counter() - t0)
             if on_epoch is not None:
                 on_epoch(row)
     finally:
         model.train(was_training)
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
-    if best_state is None:
-        raise ConfigError(f"no L-MAC epoch was trained (epochs={epochs}, max_minutes={max_minutes})")
-    net.load_state_dict(best_state)
-    net.eval()
-    best_row = min(history, key=lambda r: r["val_total"])
-    return {"history": history, "best_epoch": best_row["epoch"], "best_val": best_row, "epochs_run": len(history),
-            "minutes": elapsed / 60, "seconds_per_epoch": elapsed / len(history), "sessions": sessions}
+    return run.finish(net, epochs, max_minutes, patience)
 
 
 def train_lmac(cfg: LMACTrainConfig, out, root=None, progress: bool = True) -> dict:
     """Train L-MAC (or, with ``cfg.guided``, L-MAC FT) on a frozen classifier and write its checkpoint.
 
     Folds ``cfg.train_folds`` (1-3) train, ``cfg.val_folds`` (4) select the epoch with the lowest
-    validation loss (:func:`fit_lmac`). The state is saved to ``<out>.state.pt`` after every epoch and a
-    run with the same settings resumes from it (``epochs`` and ``max_minutes`` may grow between sessions;
+    validation loss (:func:`fit_lmac`; with ``cfg.patience``, training stops once that loss has not fallen for
+    so many epochs). The state is saved to ``<out>.state.pt`` after every epoch and a run with the same
+    settings resumes from it (``epochs``, ``max_minutes`` and ``patience`` may change between sessions;
     a finished run re-writes the same checkpoint without training). L-MAC FT starts from the L-MAC
     checkpoint ``cfg.init`` (trained for the same classifier: SHA-256 checked) and mixes each training clip
     with another training clip of a different class, partners drawn afresh each epoch from the seeded
@@ -636,7 +709,8 @@ def train_lmac(cfg: LMACTrainConfig, out, root=None, progress: bool = True) -> d
                 f"alpha {cfg.mix_alpha:g}), partners drawn each epoch from the generator seeded {cfg.seed}"
                 if cfg.guided else None)
     summary = fit_lmac(net, model, fcfg, train, val, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed, cfg.weight_decay,
-                       cfg.max_minutes, cfg.guided, cfg.mix_alpha, state_path, identity, progress)
+                       cfg.max_minutes, cfg.guided, cfg.mix_alpha, state_path, identity, progress,
+                       patience=cfg.patience)
     classifier = {"path": Path(cfg.checkpoint).name, "sha256": sha, "name": model_name(ckpt),
                   "architecture": ckpt["architecture"], "arch_args": ckpt["arch_args"]}
     training = {"config": asdict(cfg), "git_commit": git_commit(), "cache_minutes": cache_minutes,
