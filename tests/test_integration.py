@@ -99,7 +99,7 @@ def test_committed_weights_reach_their_floor_on_fold_5(kind):
     acc = accuracy(model, fold_features(ds, ex.cfg), torch.from_numpy(ds.labels.copy()))
     assert acc == pytest.approx(ckpt["metrics"]["test_acc"], abs=1e-6)  # the card's figure is reproducible
     assert f"accuracy | {acc:.4f} [" in WEIGHTS[kind].with_suffix(".md").read_text()  # and the card says it
-    assert acc >= FLOORS[kind]
+    assert round(acc * len(ds)) >= round(FLOORS[kind] * len(ds))  # in clips: acc is a float32 mean
 
 
 def committed_interpreters():
