@@ -102,10 +102,12 @@ def test_committed_weights_reach_their_floor_on_fold_5(kind):
     assert round(acc * len(ds)) >= round(FLOORS[kind] * len(ds))  # in clips: acc is a float32 mean
 
 
-def committed_interpreters():
-    """``(interpreter file, classifier file)`` of every committed interpreter of the default classifiers."""
-    return [(REPO / "weights" / f"{k}_{w.stem}.pt", w) for w in WEIGHTS.values() for k in LEARNED_KINDS
-            if (REPO / "weights" / f"{k}_{w.stem}.pt").is_file()]
+def committed_interpreters(classifier):
+    """``{method: interpreter file}`` of the committed interpreters of ``classifier`` (a default checkpoint)."""
+    from audiointerp.learned.checkpoints import default_interpreter_path
+
+    return {k: default_interpreter_path(classifier, k) for k in LEARNED_KINDS
+            if default_interpreter_path(classifier, k).is_file()}
 
 
 def test_every_committed_interpreter_matches_its_classifier():
@@ -113,15 +115,15 @@ def test_every_committed_interpreter_matches_its_classifier():
     from audiointerp.learned.checkpoints import lmac_variant
     from audiointerp.provenance import file_sha256
 
-    pairs = committed_interpreters()
-    assert {p.name for p, _ in pairs} >= {f"{k}_{w.stem}.pt" for k in ("l2i", "piq", "lmac") for w in WEIGHTS.values()}
-    for path, classifier in pairs:
+    pairs = [(m, path, w) for w in WEIGHTS.values() for m, path in committed_interpreters(w).items()]
+    assert {(m, w) for m, _, w in pairs} >= {(m, w) for m in ("l2i", "piq", "lmac") for w in WEIGHTS.values()}
+    for method, path, classifier in pairs:
         ck = read_interpreter(path)
         assert ck["classifier"]["sha256"] == file_sha256(classifier), f"{path.name}: retrain it for {classifier.name}"
-        kind = "lmac" if path.name.startswith("lmac") else path.name.split("_")[0]
+        kind = "lmac" if method == "lmac_ft" else method
         load_interpreter(path, classifier, kind=kind)  # loads, weights fit
         if kind == "lmac":
-            assert lmac_variant(ck) == ("lmac_ft" if path.name.startswith("lmac_ft") else "lmac")
+            assert lmac_variant(ck) == method
         if kind == "l2i":
             nmf = REPO / "weights" / ck["nmf"]["path"]
             assert file_sha256(nmf) == ck["nmf"]["sha256"]
@@ -135,8 +137,7 @@ def test_every_method_runs_on_the_committed_defaults(tmp_path, kind):
     from audiointerp.runner import RunConfig, run
 
     ckpt = need(kind)
-    learned = [k for k in LEARNED_KINDS if (REPO / "weights" / f"{k}_{ckpt.stem}.pt").is_file()]
-    methods = ["saliency", "gradcam", "shap", "lime", *learned]
+    methods = ["saliency", "gradcam", "shap", "lime", *committed_interpreters(ckpt)]
     run(RunConfig(checkpoint=str(ckpt), methods=methods, limit=2, shap_nsamples=4, lime_nsamples=20,
                   masks=["topK_30_pos"], results=str(tmp_path), root=str(ROOT)), progress=False)
     folders = sorted(p.name for p in (tmp_path / ckpt.stem).iterdir())

@@ -190,10 +190,7 @@ def _lmac_card(ckpt: dict) -> str:
               f"| optimiser | Adam, lr {cfgd.get('lr')}, weight decay {cfgd.get('weight_decay')}, batch "
               f"{cfgd.get('batch_size')}, seed {cfgd.get('seed')}; the classifier frozen, not in the optimiser |",
               _epochs_row(tr, cfgd),
-              f"| time | {tr.get('minutes', float('nan')):.1f} min training "
-              f"({tr.get('seconds_per_epoch', float('nan')):.0f} s per epoch, {tr.get('sessions', 1)} session(s): "
-              f"resumable from `<out>.state.pt`) + {tr.get('cache_minutes', float('nan')):.1f} min caching on "
-              f"this machine |"]
+              _time_row(tr)]
     lines += _card_validation(tr, m)
     hist = tr.get("history", [])
     if hist:
@@ -222,6 +219,15 @@ def _epochs_row(tr: dict, cfgd: dict) -> str:
     why = why.format(patience=cfgd.get("patience")) + "; " if why else ""
     return (f"| epochs | {tr.get('epochs_run')} run ({limits}); {why}checkpoint = epoch {tr.get('best_epoch')}, "
             f"the lowest validation loss |")
+
+
+def _time_row(tr: dict) -> str:
+    """The card's ``time`` row: training and caching minutes, and (runs that record them) seconds per epoch
+    and the sessions of a resumed run."""
+    per_epoch = (f" ({tr['seconds_per_epoch']:.0f} s per epoch, {tr.get('sessions', 1)} session(s): resumable from "
+                 f"`<out>.state.pt`)" if "seconds_per_epoch" in tr else "")
+    return (f"| time | {tr.get('minutes', float('nan')):.1f} min training{per_epoch} + "
+            f"{tr.get('cache_minutes', float('nan')):.1f} min caching on this machine |")
 
 
 def _card_validation(tr: dict, m: dict) -> list:
@@ -255,10 +261,7 @@ def interpreter_card(ckpt: dict) -> str:
               f"{cfgd.get('val_folds')} ({tr.get('n_val')} clips) for validation; fold 5 unseen |",
               f"| optimiser | Adam, lr {cfgd.get('lr')}, batch {cfgd.get('batch_size')}, seed {cfgd.get('seed')} |",
               _epochs_row(tr, cfgd),
-              f"| time | {tr.get('minutes', float('nan')):.1f} min training"
-              + (f" ({tr['seconds_per_epoch']:.0f} s per epoch, {tr.get('sessions', 1)} session(s): resumable from "
-                 f"`<out>.state.pt`)" if "seconds_per_epoch" in tr else "")
-              + f" + {tr.get('cache_minutes', float('nan')):.1f} min caching on this machine |"]
+              _time_row(tr)]
     lines += _card_validation(tr, m)
     hist = tr.get("history", [])
     if hist:

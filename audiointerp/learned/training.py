@@ -195,6 +195,49 @@ def stop_reason(history: list, epochs: int, max_minutes: float, patience: int | 
     return None
 
 
+#: fields that may change between the sessions of one resumable run (they do not change finished epochs)
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device")  # where it runs may change too
+
+
+def _resume_state(path: Path | None, identity: dict) -> dict | None:
+    """The saved training state at ``path`` (None when there is none), refused when it is another run's."""
+    from ..models import load_torch_file
+
+    if path is None or not path.is_file():
+        return None
+    st = load_torch_file(path, "interpreter training state")
+    if not isinstance(st, dict) or st.get("identity") != identity:
+        theirs = st.get("identity", {}) if isinstance(st, dict) else {}
+        diff = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
+        if diff == ["config"]:
+            diff = sorted(k for k in set(theirs["config"]) | set(identity["config"])
+                          if theirs["config"].get(k) != identity["config"].get(k))
+        raise CheckpointError(f"{path} holds the state of another training run (differs in {diff}); delete it to "
+                              f"start afresh, or train with the same settings to resume")
+    return st
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _run_state(cfg, out, **digests) -> tuple[Path, dict]:
+    """``(state path, identity)`` of the resumable training ``cfg`` writing ``out``: ``<out>.state.pt``, and
+    the configuration (less :data:`RESUMABLE_CHANGES`) with ``digests`` (e.g. the classifier's SHA-256).
+
+    Raises:
+        CheckpointError: the state file holds another run's state (refused before anything is computed).
+    """
+    out = Path(out)
+    state_path = out.with_name(out.name + ".state.pt")
+    identity = {"config": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}, **digests}
+    _resume_state(state_path, identity)
+    return state_path, identity
+
+
 class _Progress:
     """The state a resumable interpreter training carries across epochs and sessions: Adam, the
     shuffling generator, the per-epoch history, the best epoch's weights and the elapsed time, read back
@@ -347,12 +390,8 @@ def train_interpreter(cfg: InterpreterTrainConfig, out, root=None, progress: boo
         d = NMFDictionary.load(nmf_path)
         d.check(fcfg)
         W, nmf_info = d.W, {"path": Path(nmf_path).name, "sha256": file_sha256(nmf_path)}
-    out = Path(out)
-    state_path = out.with_name(out.name + ".state.pt")
-    identity = {"config": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES},
-                "classifier_sha256": file_sha256(cfg.checkpoint),
-                "nmf_sha256": None if nmf_info is None else nmf_info["sha256"]}
-    _resume_state(state_path, identity)  # another run's state is refused before anything is computed
+    state_path, identity = _run_state(cfg, out, classifier_sha256=file_sha256(cfg.checkpoint),
+                                      nmf_sha256=None if nmf_info is None else nmf_info["sha256"])
     t0 = time.perf_counter()
     train = interpreter_data(model, fcfg, root, cfg.train_folds, cfg.limit, progress=progress)
     val = interpreter_data(model, fcfg, root, cfg.val_folds, cfg.limit, progress=progress)
@@ -414,10 +453,6 @@ class LMACTrainConfig(InterpreterTrainConfig):
         if self.init and not self.guided:
             raise ConfigError(f"init={self.init!r} is only used by guided fine-tuning (guided=True)")
         mixing_alpha(self.mix_alpha)
-
-
-#: fields that may change between the sessions of one resumable run (they do not change finished epochs)
-RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "device")  # where it runs may change too
 
 
 @dataclass
@@ -536,31 +571,6 @@ def _evaluate_lmac(net: LMACInterpreter, classify, data: LMACData, batch_size: i
                 sums[k] = sums.get(k, 0.0) + float(v) * b
             n += b
     return {k: v / n for k, v in sums.items()}
-
-
-def _resume_state(path: Path | None, identity: dict) -> dict | None:
-    """The saved training state at ``path`` (None when there is none), refused when it is another run's."""
-    from ..models import load_torch_file
-
-    if path is None or not path.is_file():
-        return None
-    st = load_torch_file(path, "interpreter training state")
-    if not isinstance(st, dict) or st.get("identity") != identity:
-        theirs = st.get("identity", {}) if isinstance(st, dict) else {}
-        diff = sorted(k for k in set(theirs) | set(identity) if theirs.get(k) != identity.get(k))
-        if diff == ["config"]:
-            diff = sorted(k for k in set(theirs["config"]) | set(identity["config"])
-                          if theirs["config"].get(k) != identity["config"].get(k))
-        raise CheckpointError(f"{path} holds the state of another training run (differs in {diff}); delete it to "
-                              f"start afresh, or train with the same settings to resume")
-    return st
-
-
-def _save_state(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def fit_lmac(net: LMACInterpreter, model: nn.Module, cfg: FeatureConfig, train: LMACData, val: LMACData,
@@ -686,11 +696,8 @@ def train_lmac(cfg: LMACTrainConfig, out, root=None, progress: bool = True) -> d
     layers = list(args.pop("layers", None) or default_lmac_layers(model))
     args.pop("hidden_shapes", None)
     args.pop("out_shape", None)
-    out = Path(out)
-    state_path = out.with_name(out.name + ".state.pt")
-    identity = {"config": {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES},
-                "classifier_sha256": sha, "init_sha256": None if init_info is None else init_info["sha256"]}
-    _resume_state(state_path, identity)  # another run's state is refused before anything is computed
+    state_path, identity = _run_state(cfg, out, classifier_sha256=sha,
+                                      init_sha256=None if init_info is None else init_info["sha256"])
     t0 = time.perf_counter()
     train = lmac_data(model, fcfg, root, cfg.train_folds, layers, cfg.limit, hidden=not cfg.guided,
                       waveforms=cfg.guided, progress=progress)
