@@ -83,8 +83,22 @@ DEFAULT_SHARD = 16
 SHARDS = "shards"
 JOURNAL = "assembling.json"
 SHARD_FORMAT = "audiointerp-shard/1"
-#: Relative cost of a clip per method (the grid's measured clips/s): longer tasks are scheduled first.
-METHOD_WEIGHT = {"saliency": 1.0, "gradcam": 1.0, "shap": 2.4, "piq": 1.4, "l2i": 1.4}
+#: Relative cost of a clip per method (the grid's measured seconds per clip over Saliency's, 2-core
+#: CPU, docs/grid.md): longer tasks are scheduled first. LIME's cost grows with its samples, see
+#: :func:`method_weight`.
+METHOD_WEIGHT = {"saliency": 1.0, "gradcam": 1.0, "shap": 2.7, "piq": 1.3, "l2i": 1.3, "lmac": 1.1, "lmac_ft": 1.1}
+
+
+def method_weight(method: str, lime_nsamples: int = 300) -> float:
+    """Relative cost of one clip of ``method`` (Saliency = 1), the priority of its shard tasks.
+
+    LIME costs about 0.9 s + 10.8 ms per sample per clip on the 2-core CPU (4.05 s at 300
+    samples, 11.6 s at 1000, docs/grid.md), i.e. ``1 + lime_nsamples / 85`` Saliency clips; any
+    other method not in :data:`METHOD_WEIGHT` (a captum class) counts as 1.
+    """
+    if method == "lime":
+        return 1.0 + lime_nsamples / 85.0
+    return METHOD_WEIGHT.get(method, 1.0)
 
 
 class GridError(AudioInterpError):
@@ -570,6 +584,56 @@ def _assemble(cell: _Cell, wall: float) -> dict:
     return {"folder": str(out), "n_clips_done": n_done, **timing, "assembly_seconds": round(time.perf_counter() - t0, 3)}
 
 
+def timing_report(results) -> tuple[list, list]:
+    """The grid's time per task, per run folder and per cell, from the ``run.json`` files.
+
+    Args:
+        results: the results folder (``<results>/<model>/<method>_<condition>/run.json``).
+
+    Returns:
+        ``(folders, cells)``. ``folders``: one dict per run folder (``model``, ``condition``,
+        ``method``, ``clips``, ``shards`` (tasks; 0 for a sequential ``run``), ``worker_seconds``
+        (the tasks' time summed over every session that computed them, s), ``seconds_per_task``,
+        ``seconds_per_clip``, ``wall_seconds`` (from the start of the last grid session to this
+        folder's assembly, s; None for a sequential run), ``one_session`` (every shard computed in
+        that last session), ``accuracy``). ``cells``: one dict per (model, condition) with
+        ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
+        (worker over wall seconds: what the workers gave over one process doing the same tasks
+        in turn), both None unless every folder of the cell was computed in one grid session.
+
+    Raises:
+        ResultsError: no run.json under ``results`` (the folder is named).
+    """
+    runs = sorted(Path(results).glob("*/*/run.json"))
+    if not runs:
+        raise ResultsError(f"no run.json under {results}: run the grid (make grid) first")
+    folders, cells = [], {}
+    for path in runs:
+        info = json.loads(path.read_text())
+        hist = info.get("history", [])
+        seconds = sum(h.get("seconds", 0.0) or 0.0 for h in hist)
+        last = (hist[-1] if hist else {}).get("grid") or {}
+        n = info.get("n_clips_done", 0)
+        shards = last.get("shards", 0)
+        row = {"model": info.get("model", path.parent.parent.name),
+               "condition": info.get("condition", path.parent.name.partition("_")[2]),
+               "method": path.parent.name.rpartition("_")[0], "clips": n, "shards": shards,
+               "worker_seconds": seconds, "seconds_per_task": seconds / shards if shards else None,
+               "seconds_per_clip": seconds / n if n else None, "wall_seconds": last.get("wall_seconds"),
+               "one_session": bool(last) and len(hist) == 1 and last.get("computed_now") == shards,
+               "accuracy": next(iter(info.get("accuracy", {}).values()), None)}
+        folders.append(row)
+        cells.setdefault((row["model"], row["condition"]), []).append(row)
+    out = []
+    for (model, cond), rows in cells.items():
+        worker = sum(r["worker_seconds"] for r in rows)
+        one = all(r["one_session"] for r in rows)
+        wall = max(r["wall_seconds"] for r in rows) if one else None
+        out.append({"model": model, "condition": cond, "folders": len(rows), "worker_seconds": worker,
+                    "wall_seconds": wall, "speedup": worker / wall if wall else None})
+    return folders, out
+
+
 # ---------------------------------------------------------------------------------------------
 # The driver
 
@@ -739,7 +803,7 @@ def _run_tasks(client, todo: list, summaries: dict, shard_fn, on_task, progress:
         futures.append(prep)
         owner[prep.key] = ("prepare", pair_cells, f"{ctx.name} {ctx.noise.label} preparation")
         for cell in pair_cells:
-            weight = int(10 * METHOD_WEIGHT.get(cell.method, 1.0))
+            weight = int(10 * method_weight(cell.method, cell.ctx.cfg.lime_nsamples))
             for task in cell.todo:
                 fut = client.submit(shard_fn, task, prep, pure=False, priority=weight,
                                     key=f"shard-{cell.label.replace('/', '-')}-{task.name}-{token}")

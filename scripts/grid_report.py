@@ -1,49 +1,51 @@
-"""Print the time per cell of the experiment grid, from the run.json files under results/.
+"""Print the time per task, per run folder and per cell of the experiment grid, from the
+run.json files under results/ (:func:`audiointerp.grid.timing_report`).
 
 Usage: python scripts/grid_report.py [--results results]
 
-For each (model, condition) cell and method: clips done, wall seconds summed over every
-session that worked on the run (a resumed run has several), clips per second, and the
-model's accuracy under the condition; then the cell totals and the grand total in minutes.
+Per run folder: clips, tasks (shards), worker seconds summed over every session that computed
+them, seconds per task and per clip, the wall seconds of its last grid session and the model's
+accuracy under the condition. Per cell: worker minutes, wall minutes and the speedup the Dask
+workers gave (worker over wall time), shown when the whole cell ran in one grid session.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import sys
+
+from audiointerp.errors import AudioInterpError
+from audiointerp.grid import timing_report
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def main() -> None:
-    """Print the time per grid cell and method from the run.json files."""
+    """Print the grid's timing report."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results")
     args = ap.parse_args()
-    runs = sorted(Path(args.results).glob("*/*/run.json"))
-    if not runs:
-        raise SystemExit(f"no run.json under {args.results}")
-    cells: dict = {}
-    print(f"{'model':<14} {'condition':<12} {'method':<9} {'clips':>5} {'seconds':>8} {'clips/s':>7} "
-          f"{'attr s':>7} {'spec s':>7} {'audio s':>7} {'accuracy':>8}")
-    for path in runs:
-        info = json.loads(path.read_text())
-        hist = info.get("history", [])
-        sec = sum(h.get("seconds", 0) for h in hist)
-        parts = [sum(h.get(k, 0) or 0 for h in hist) for k in ("attribution_seconds", "mask_forward_seconds",
-                                                                "audio_domain_seconds")]
-        n = info.get("n_clips_done", 0)
-        cond = info.get("condition", path.parent.name.partition("_")[2])
-        acc = next(iter(info.get("accuracy", {}).values()), float("nan"))
-        key = (info.get("model", path.parent.parent.name), cond)
-        cells.setdefault(key, []).append(sec + (hist[0].get("features_seconds", 0) if hist else 0))
-        print(f"{key[0]:<14} {cond:<12} {info.get('method', '?'):<9} {n:>5} {sec:>8.0f} "
-              f"{(n / sec if sec else float('nan')):>7.2f} {parts[0]:>7.0f} {parts[1]:>7.0f} {parts[2]:>7.0f} {acc:>8.4f}")
+    try:
+        folders, cells = timing_report(args.results)
+    except AudioInterpError as e:
+        sys.exit(f"grid_report: error: {e}")
+    print(f"{'model':<14} {'condition':<10} {'method':<10} {'clips':>5} {'tasks':>5} {'worker s':>8} "
+          f"{'s/task':>7} {'s/clip':>6} {'wall s':>7} {'accuracy':>8}")
+    for r in folders:
+        print(f"{r['model']:<14} {r['condition']:<10} {r['method']:<10} {r['clips']:>5} {r['shards']:>5} "
+              f"{r['worker_seconds']:>8.0f} {_num(r['seconds_per_task'], '7.1f'):>7} "
+              f"{_num(r['seconds_per_clip'], '6.2f'):>6} {_num(r['wall_seconds'], '7.0f'):>7} "
+              f"{_num(r['accuracy'], '8.4f'):>8}")
     print()
-    total = 0.0
-    for (model, cond), secs in cells.items():
-        total += sum(secs)
-        print(f"cell {model} x {cond}: {sum(secs) / 60:.1f} min")
-    print(f"grid total: {total / 60:.1f} min")
+    for c in cells:
+        wall = "" if c["wall_seconds"] is None else \
+            f", wall {c['wall_seconds'] / 60:.1f} min, speedup {c['speedup']:.2f}x"
+        print(f"cell {c['model']} x {c['condition']}: {c['folders']} run folders, "
+              f"worker {c['worker_seconds'] / 60:.1f} min{wall}")
+    total = sum(c["worker_seconds"] for c in cells)
+    print(f"grid total: worker {total / 60:.1f} min")
 
 
 if __name__ == "__main__":

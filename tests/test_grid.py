@@ -395,3 +395,38 @@ def test_grid_notebook_runs_headless(tmp_path, synthetic_root, toy_checkpoint, m
     assert len((res / "toy_mel" / "saliency_clean" / "csvs" / "bin.csv").read_text().splitlines()) == 1 + 4 * 2
     text = json.dumps([c.get("outputs") for c in json.loads((tmp_path / "grid.out.ipynb").read_text())["cells"]])
     assert "Dask dashboard" in text and "toy_mel/saliency_clean clips 2-3" in text  # the link and the task table
+
+
+def test_lime_tasks_are_scheduled_before_cheaper_ones():
+    """LIME's priority grows with its samples (1000: ~13 Saliency clips); unknown methods count as 1."""
+    assert grid.method_weight("lime", 1000) > grid.method_weight("shap") > grid.method_weight("saliency") == 1.0
+    assert grid.method_weight("lime", 300) < grid.method_weight("lime", 1000)
+    assert grid.method_weight("IntegratedGradients") == 1.0
+
+
+def _fake_run(results, model, folder, seconds, shards, computed, wall, n=32, sessions=1):
+    out = results / model / folder
+    out.mkdir(parents=True)
+    hist = [{"seconds": seconds / sessions, "grid": {"shards": shards, "computed_now": computed,
+                                                     "wall_seconds": wall}} for _ in range(sessions)]
+    (out / "run.json").write_text(json.dumps({"model": model, "condition": folder.rpartition("_")[2],
+                                              "history": hist, "n_clips_done": n, "accuracy": {"x": 0.5}}))
+
+
+def test_timing_report_per_folder_cell_and_speedup(tmp_path):
+    """Worker seconds sum over a folder's sessions; a cell's speedup is its worker over its wall time,
+    given only when every folder of the cell ran in one grid session."""
+    _fake_run(tmp_path, "m", "saliency_clean", 100.0, 2, 2, 40.0)
+    _fake_run(tmp_path, "m", "lime-n1000_clean", 300.0, 2, 2, 150.0)
+    _fake_run(tmp_path, "m", "saliency_white", 100.0, 2, 1, 60.0, sessions=2)
+    folders, cells = grid.timing_report(tmp_path)
+    by = {(f["condition"], f["method"]): f for f in folders}
+    assert by["clean", "lime-n1000"]["seconds_per_task"] == 150.0
+    assert by["clean", "saliency"]["seconds_per_clip"] == 100.0 / 32
+    assert by["white", "saliency"]["worker_seconds"] == 100.0 and not by["white", "saliency"]["one_session"]
+    cell = {c["condition"]: c for c in cells}
+    assert cell["clean"]["worker_seconds"] == 400.0 and cell["clean"]["wall_seconds"] == 150.0
+    assert cell["clean"]["speedup"] == pytest.approx(400.0 / 150.0)
+    assert cell["white"]["speedup"] is None
+    with pytest.raises(ResultsError, match="no run.json"):
+        grid.timing_report(tmp_path / "empty")
