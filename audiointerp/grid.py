@@ -599,7 +599,9 @@ def timing_report(results) -> tuple[list, list]:
         that last session), ``accuracy``). ``cells``: one dict per (model, condition) with
         ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
         (worker over wall seconds: what the workers gave over one process doing the same tasks
-        in turn), both None unless every folder of the cell was computed in one grid session.
+        in turn), both None unless every folder of the cell was computed in one grid session and
+        none of its folders still waits in shards (``pending_shards``: committed shards of its
+        unfinished folders).
 
     Raises:
         ResultsError: no run.json under ``results`` (the folder is named).
@@ -627,10 +629,13 @@ def timing_report(results) -> tuple[list, list]:
     out = []
     for (model, cond), rows in cells.items():
         worker = sum(r["worker_seconds"] for r in rows)
-        one = all(r["one_session"] for r in rows)
+        # a folder of the cell still in shards: its tasks shared the wall but are not in the worker time
+        pending = [f for f in Path(results).glob(f"{model}/*_{cond}/{SHARDS}/*") if not f.name.startswith(".")]
+        one = all(r["one_session"] for r in rows) and not pending
         wall = max(r["wall_seconds"] for r in rows) if one else None
         out.append({"model": model, "condition": cond, "folders": len(rows), "worker_seconds": worker,
-                    "wall_seconds": wall, "speedup": worker / wall if wall else None})
+                    "wall_seconds": wall, "speedup": worker / wall if wall else None,
+                    "pending_shards": len(pending)})
     return folders, out
 
 

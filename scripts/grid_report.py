@@ -40,8 +40,9 @@ def main() -> None:
               f"{_num(r['accuracy'], '8.4f'):>8}")
     print()
     for c in cells:
-        wall = "" if c["wall_seconds"] is None else \
-            f", wall {c['wall_seconds'] / 60:.1f} min, speedup {c['speedup']:.2f}x"
+        wall = f", {c['pending_shards']} shards of unfinished folders" if c["pending_shards"] else ""
+        if c["wall_seconds"] is not None:
+            wall = f", wall {c['wall_seconds'] / 60:.1f} min, speedup {c['speedup']:.2f}x"
         print(f"cell {c['model']} x {c['condition']}: {c['folders']} run folders, "
               f"worker {c['worker_seconds'] / 60:.1f} min{wall}")
     total = sum(c["worker_seconds"] for c in cells)

@@ -428,5 +428,8 @@ def test_timing_report_per_folder_cell_and_speedup(tmp_path):
     assert cell["clean"]["worker_seconds"] == 400.0 and cell["clean"]["wall_seconds"] == 150.0
     assert cell["clean"]["speedup"] == pytest.approx(400.0 / 150.0)
     assert cell["white"]["speedup"] is None
+    (tmp_path / "m" / "piq_clean" / "shards" / "00000-00015-abc").mkdir(parents=True)
+    cell = {c["condition"]: c for c in grid.timing_report(tmp_path)[1]}
+    assert cell["clean"]["pending_shards"] == 1 and cell["clean"]["speedup"] is None
     with pytest.raises(ResultsError, match="no run.json"):
         grid.timing_report(tmp_path / "empty")
