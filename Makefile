@@ -18,7 +18,7 @@ LIME_NSAMPLES ?=
 LIMIT ?=
 NB_OUT := results/notebooks
 
-.PHONY: venv experiments reproduce grid grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq train-lmac train-lmac-ft train-cnn14 pretrained device-check overlap clean-venv
+.PHONY: venv experiments reproduce grid grid-report tables test lint data benchmark accuracy cross-validation train-mel train-stft train-nmf train-l2i train-piq train-lmac train-lmac-ft train-cnn14 pretrained device-check overlap illustration clean-venv
 
 venv: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -137,10 +137,19 @@ train-lmac-ft: venv
 		-p checkpoint ../weights/$(MODEL).pt -p out ../weights/lmac_ft_$(MODEL).pt -p guided True \
 		-p init ../weights/lmac_$(MODEL).pt
 
-# The overlap test of the learned interpreters' paper (L2I), for all five methods: supplementary/overlap/.
+# The overlap test of the learned interpreters' paper (L2I), for every method (LIME at the grid's 1000 samples):
+# supplementary/overlap/.
 overlap: venv
 	for model in compact_mel compact_stft; do \
-		$(PY) scripts/overlap.py --checkpoint weights/$$model.pt --methods $(METHODS) --out supplementary/overlap; done
+		$(PY) scripts/overlap.py --checkpoint weights/$$model.pt --methods $(METHODS) --lime-nsamples 1000 \
+			--threads 2 --out supplementary/overlap; done
+
+# The illustration (notebooks/illustration.ipynb, headless) with every method, LIME at the grid's 1000 samples:
+# supplementary/illustration/ (png and scores; the wavs are gitignored).
+illustration: venv
+	mkdir -p $(NB_OUT)
+	$(PY) -m papermill --cwd notebooks notebooks/illustration.ipynb $(NB_OUT)/illustration.ipynb \
+		-p checkpoint ../$(CHECKPOINT) -p methods $(METHODS) -p lime_nsamples 1000 -p interactive False
 
 clean-venv:
 	rm -rf $(VENV)
