@@ -584,6 +584,12 @@ def _assemble(cell: _Cell, wall: float) -> dict:
     return {"folder": str(out), "n_clips_done": n_done, **timing, "assembly_seconds": round(time.perf_counter() - t0, 3)}
 
 
+def _per_clip(history: list, key: str, n: int) -> float | None:
+    """Seconds per clip of timing ``key`` summed over a run folder's sessions; None if any lacks it."""
+    vals = [h.get(key) for h in history]
+    return sum(vals) / n if n and vals and None not in vals else None
+
+
 def timing_report(results) -> tuple[list, list]:
     """The grid's time per task, per run folder and per cell, from the ``run.json`` files.
 
@@ -596,7 +602,10 @@ def timing_report(results) -> tuple[list, list]:
         (the tasks' time summed over every session that computed them, s), ``seconds_per_task``,
         ``seconds_per_clip``, ``wall_seconds`` (from the start of the last grid session to this
         folder's assembly, s; None for a sequential run), ``one_session`` (every shard computed in
-        that last session), ``accuracy``). ``cells``: one dict per (model, condition) with
+        that last session), ``accuracy``, and the split of the worker time per clip (s):
+        ``attribution_per_clip`` (the method's maps), ``masks_per_clip`` (masking and the
+        spectrogram-domain forward passes), ``audio_per_clip`` (re-synthesis, re-analysis and the
+        audio-domain forward passes); each None when the run.json does not record it). ``cells``: one dict per (model, condition) with
         ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
         (worker over wall seconds: what the workers gave over one process doing the same tasks
         in turn), both None unless every folder of the cell was computed in one grid session and
@@ -614,8 +623,8 @@ def timing_report(results) -> tuple[list, list]:
         info = json.loads(path.read_text())
         hist = info.get("history", [])
         seconds = sum(h.get("seconds", 0.0) or 0.0 for h in hist)
-        last = (hist[-1] if hist else {}).get("grid") or {}
         n = info.get("n_clips_done", 0)
+        last = (hist[-1] if hist else {}).get("grid") or {}
         shards = last.get("shards", 0)
         row = {"model": info.get("model", path.parent.parent.name),
                "condition": info.get("condition", path.parent.name.partition("_")[2]),
@@ -623,7 +632,10 @@ def timing_report(results) -> tuple[list, list]:
                "worker_seconds": seconds, "seconds_per_task": seconds / shards if shards else None,
                "seconds_per_clip": seconds / n if n else None, "wall_seconds": last.get("wall_seconds"),
                "one_session": bool(last) and len(hist) == 1 and last.get("computed_now") == shards,
-               "accuracy": next(iter(info.get("accuracy", {}).values()), None)}
+               "accuracy": next(iter(info.get("accuracy", {}).values()), None),
+               "attribution_per_clip": _per_clip(hist, "attribution_seconds", n),
+               "masks_per_clip": _per_clip(hist, "mask_forward_seconds", n),
+               "audio_per_clip": _per_clip(hist, "audio_domain_seconds", n)}
         folders.append(row)
         cells.setdefault((row["model"], row["condition"]), []).append(row)
     out = []

@@ -5,7 +5,8 @@ Usage: python scripts/grid_report.py [--results results]
 
 Per run folder: clips, tasks (shards), worker seconds summed over every session that computed
 them, seconds per task and per clip, the wall seconds of its last grid session and the model's
-accuracy under the condition. Per cell: worker minutes, wall minutes and the speedup the Dask
+accuracy under the condition, and how a clip's worker time splits into the attribution maps, the
+masks with their spectrogram-domain forward passes, and the audio domain (s/clip). Per cell: worker minutes, wall minutes and the speedup the Dask
 workers gave (worker over wall time), shown when the whole cell ran in one grid session.
 """
 
@@ -32,11 +33,13 @@ def main() -> None:
     except AudioInterpError as e:
         sys.exit(f"grid_report: error: {e}")
     print(f"{'model':<14} {'condition':<10} {'method':<10} {'clips':>5} {'tasks':>5} {'worker s':>8} "
-          f"{'s/task':>7} {'s/clip':>6} {'wall s':>7} {'accuracy':>8}")
+          f"{'s/task':>7} {'s/clip':>6} {'attr':>6} {'masks':>6} {'audio':>6} {'wall s':>7} {'accuracy':>8}")
     for r in folders:
         print(f"{r['model']:<14} {r['condition']:<10} {r['method']:<10} {r['clips']:>5} {r['shards']:>5} "
               f"{r['worker_seconds']:>8.0f} {_num(r['seconds_per_task'], '7.1f'):>7} "
-              f"{_num(r['seconds_per_clip'], '6.2f'):>6} {_num(r['wall_seconds'], '7.0f'):>7} "
+              f"{_num(r['seconds_per_clip'], '6.2f'):>6} {_num(r['attribution_per_clip'], '6.2f'):>6} "
+              f"{_num(r['masks_per_clip'], '6.2f'):>6} {_num(r['audio_per_clip'], '6.2f'):>6} "
+              f"{_num(r['wall_seconds'], '7.0f'):>7} "
               f"{_num(r['accuracy'], '8.4f'):>8}")
     print()
     for c in cells:

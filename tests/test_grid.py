@@ -407,8 +407,8 @@ def test_lime_tasks_are_scheduled_before_cheaper_ones():
 def _fake_run(results, model, folder, seconds, shards, computed, wall, n=32, sessions=1):
     out = results / model / folder
     out.mkdir(parents=True)
-    hist = [{"seconds": seconds / sessions, "grid": {"shards": shards, "computed_now": computed,
-                                                     "wall_seconds": wall}} for _ in range(sessions)]
+    hist = [{"seconds": seconds / sessions, "attribution_seconds": seconds / sessions / 2,
+             "grid": {"shards": shards, "computed_now": computed, "wall_seconds": wall}} for _ in range(sessions)]
     (out / "run.json").write_text(json.dumps({"model": model, "condition": folder.rpartition("_")[2],
                                               "history": hist, "n_clips_done": n, "accuracy": {"x": 0.5}}))
 
@@ -424,6 +424,9 @@ def test_timing_report_per_folder_cell_and_speedup(tmp_path):
     assert by["clean", "lime-n1000"]["seconds_per_task"] == 150.0
     assert by["clean", "saliency"]["seconds_per_clip"] == 100.0 / 32
     assert by["white", "saliency"]["worker_seconds"] == 100.0 and not by["white", "saliency"]["one_session"]
+    # the split of a clip's time, summed over the sessions; None where run.json lacks it
+    assert by["white", "saliency"]["attribution_per_clip"] == 50.0 / 32
+    assert by["white", "saliency"]["audio_per_clip"] is None
     cell = {c["condition"]: c for c in cells}
     assert cell["clean"]["worker_seconds"] == 400.0 and cell["clean"]["wall_seconds"] == 150.0
     assert cell["clean"]["speedup"] == pytest.approx(400.0 / 150.0)
