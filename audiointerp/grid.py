@@ -590,6 +590,18 @@ def _per_clip(history: list, key: str, n: int) -> float | None:
     return sum(vals) / n if n and vals and None not in vals else None
 
 
+def _session_start(entry: dict) -> float | None:
+    """Start of the grid session that finished a run folder (POSIX s, from its ``finished`` time
+    less its wall seconds), or None when the history entry lacks either."""
+    wall, finished = (entry.get("grid") or {}).get("wall_seconds"), entry.get("finished")
+    if wall is None or not isinstance(finished, str):
+        return None
+    try:
+        return time.mktime(time.strptime(finished, "%Y-%m-%dT%H:%M:%S")) - wall
+    except ValueError:
+        return None
+
+
 def timing_report(results) -> tuple[list, list]:
     """The grid's time per task, per run folder and per cell, from the ``run.json`` files.
 
@@ -610,7 +622,9 @@ def timing_report(results) -> tuple[list, list]:
         (worker over wall seconds: what the workers gave over one process doing the same tasks
         in turn), both None unless every folder of the cell was computed in one grid session and
         none of its folders still waits in shards (``pending_shards``: committed shards of its
-        unfinished folders).
+        unfinished folders). Folders of one session share its start (``finished`` less
+        ``wall_seconds`` in run.json, to within 2 s); a folder added later by another session, e.g.
+        LIME at another sample count, leaves the cell without a speedup.
 
     Raises:
         ResultsError: no run.json under ``results`` (the folder is named).
@@ -632,6 +646,7 @@ def timing_report(results) -> tuple[list, list]:
                "worker_seconds": seconds, "seconds_per_task": seconds / shards if shards else None,
                "seconds_per_clip": seconds / n if n else None, "wall_seconds": last.get("wall_seconds"),
                "one_session": bool(last) and len(hist) == 1 and last.get("computed_now") == shards,
+               "session_start": _session_start(hist[-1]) if hist else None,
                "accuracy": next(iter(info.get("accuracy", {}).values()), None),
                "attribution_per_clip": _per_clip(hist, "attribution_seconds", n),
                "masks_per_clip": _per_clip(hist, "mask_forward_seconds", n),
@@ -643,7 +658,9 @@ def timing_report(results) -> tuple[list, list]:
         worker = sum(r["worker_seconds"] for r in rows)
         # a folder of the cell still in shards: its tasks shared the wall but are not in the worker time
         pending = [f for f in Path(results).glob(f"{model}/*_{cond}/{SHARDS}/*") if not f.name.startswith(".")]
-        one = all(r["one_session"] for r in rows) and not pending
+        starts = [r["session_start"] for r in rows]
+        same = None not in starts and max(starts) - min(starts) <= 2.0
+        one = all(r["one_session"] for r in rows) and same and not pending
         wall = max(r["wall_seconds"] for r in rows) if one else None
         out.append({"model": model, "condition": cond, "folders": len(rows), "worker_seconds": worker,
                     "wall_seconds": wall, "speedup": worker / wall if wall else None,
