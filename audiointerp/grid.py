@@ -617,7 +617,8 @@ def timing_report(results) -> tuple[list, list]:
         that last session), ``accuracy``, and the split of the worker time per clip (s):
         ``attribution_per_clip`` (the method's maps), ``masks_per_clip`` (masking and the
         spectrogram-domain forward passes), ``audio_per_clip`` (re-synthesis, re-analysis and the
-        audio-domain forward passes); each None when the run.json does not record it). ``cells``: one dict per (model, condition) with
+        audio-domain forward passes); each None when the run.json does not record it),
+        ``session_start`` (POSIX s, see below)). ``cells``: one dict per (model, condition) with
         ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
         (worker over wall seconds: what the workers gave over one process doing the same tasks
         in turn), both None unless every folder of the cell was computed in one grid session and

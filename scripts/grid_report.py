@@ -6,8 +6,9 @@ Usage: python scripts/grid_report.py [--results results]
 Per run folder: clips, tasks (shards), worker seconds summed over every session that computed
 them, seconds per task and per clip, the wall seconds of its last grid session and the model's
 accuracy under the condition, and how a clip's worker time splits into the attribution maps, the
-masks with their spectrogram-domain forward passes, and the audio domain (s/clip). Per cell: worker minutes, wall minutes and the speedup the Dask
-workers gave (worker over wall time), shown when the whole cell ran in one grid session.
+masks with their spectrogram-domain forward passes, and the audio domain (s/clip). Per cell: worker
+minutes, wall minutes and the speedup the Dask workers gave (worker over wall time), shown when the
+whole cell ran in one grid session.
 """
 
 from __future__ import annotations
