@@ -58,6 +58,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import settings
@@ -300,27 +301,95 @@ def prepare_cell(cfg: RunConfig, identity: str, env: tuple, threads: int) -> dic
                 "host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _shard_valid(folder: Path, task: ShardTask, inputs: str) -> bool:
+def _shard_valid(folder: Path, task: ShardTask, inputs: str, fingerprint: dict | None = None) -> bool:
     """A committed shard of ``task`` computed from the same inputs: its shard.json names the same
-    clips and masks (the name covers the configuration key, chunk and clip digests) and the same
-    digest of the clips' features and probabilities (:func:`_inputs_digest`)."""
+    clips and masks (the name covers the configuration key, chunk and clip digests), and its
+    clips' features and probabilities are this run's: bitwise (``inputs``, :func:`_inputs_digest`)
+    or, computed on another CPU, equal up to float rounding (``fingerprint``,
+    :func:`inputs_fingerprint` and :func:`fingerprints_match`). A shard written before fingerprints
+    existed is reused only bitwise."""
     try:
         info = json.loads((folder / "shard.json").read_text())
     except (OSError, ValueError):
         return False
+    same_inputs = info.get("inputs") == inputs or (
+        fingerprint is not None and fingerprints_match(info.get("fingerprint"), fingerprint))
     return (info.get("format") == SHARD_FORMAT and info.get("name") == task.name
             and info.get("files") == list(task.files) and info.get("masks") == list(task.masks)
-            and info.get("inputs") == inputs and all((folder / "rows" / f"{m}.csv").is_file() for m in task.masks))
+            and same_inputs and all((folder / "rows" / f"{m}.csv").is_file() for m in task.masks))
 
 
 def _inputs_digest(ctx: RunContext, files) -> str:
     """SHA-256 of the bytes of the features and class probabilities of ``files``: a committed shard
-    is reused only when its clips' inputs are bitwise the ones this run would compute from."""
+    is reused when its clips' inputs are bitwise the ones this run would compute from."""
     idx = [ctx.index[fn] for fn in files]
     h = hashlib.sha256()
     h.update(ctx.features()[idx].cpu().numpy().tobytes())
     h.update(ctx.probabilities()[idx].cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+#: Seeded random directions per fingerprint; tolerances of :func:`fingerprints_match`.
+FINGERPRINT_DIRECTIONS = 4
+FINGERPRINT_FEATURE_ATOL = 1e-3  # dB, on per-clip means, standard deviations and unit-norm projections
+FINGERPRINT_PROBABILITY_ATOL = 1e-4
+
+
+def inputs_fingerprint(features: torch.Tensor, probabilities: torch.Tensor) -> dict:
+    """A per-clip summary of a shard's inputs that survives float rounding but not a change of data.
+
+    The bitwise digest of the features differs between CPUs (different SIMD kernels round
+    differently, ~1e-6 relative), which would make a grid resumed on another machine recompute
+    every committed shard. The fingerprint keeps, per clip, the mean and standard deviation of its
+    features and their projections on :data:`FINGERPRINT_DIRECTIONS` seeded unit-norm Gaussian
+    directions (a Johnson–Lindenstrauss sketch, in float64), and the same projections of its class
+    probabilities with their arg max. A replaced clip, another noise, offset or level moves these
+    by whole dB or whole percents; rounding moves them by ~1e-5.
+
+    Args:
+        features: ``[n_clips, 1, n_bins, n_frames]`` float features (dB).
+        probabilities: ``[n_clips, n_classes]`` float class probabilities.
+
+    Returns:
+        ``{"features": [[mean, std, p1..pK] per clip] (dB), "probabilities": [[p1..pK] per clip],
+        "argmax": [class per clip]}``: plain lists, for shard.json.
+
+    Raises:
+        ValueError: features and probabilities of different clip counts.
+    """
+    if len(features) != len(probabilities):
+        raise ValueError(f"inputs_fingerprint: {len(features)} clips of features but {len(probabilities)} "
+                         "of probabilities")
+    x = features.detach().reshape(len(features), -1).to("cpu", torch.float64)
+    p = probabilities.detach().to("cpu", torch.float64)
+    g = torch.Generator().manual_seed(0)
+    wx = torch.randn(x.shape[1], FINGERPRINT_DIRECTIONS, generator=g, dtype=torch.float64)
+    wp = torch.randn(p.shape[1], FINGERPRINT_DIRECTIONS, generator=g, dtype=torch.float64)
+    fx = torch.cat([x.mean(1, keepdim=True), x.std(1, keepdim=True), x @ (wx / wx.norm(dim=0))], 1)
+    fp = p @ (wp / wp.norm(dim=0))
+    return {"features": [[round(v, 6) for v in row] for row in fx.tolist()],
+            "probabilities": [[round(v, 8) for v in row] for row in fp.tolist()],
+            "argmax": p.argmax(1).tolist()}
+
+
+def fingerprints_match(a: dict | None, b: dict | None) -> bool:
+    """Whether two :func:`inputs_fingerprint` results describe the same inputs up to float
+    rounding: feature summaries within :data:`FINGERPRINT_FEATURE_ATOL` dB, probability
+    projections within :data:`FINGERPRINT_PROBABILITY_ATOL`, identical arg max. ``None`` or a
+    malformed fingerprint (a shard written before fingerprints) matches nothing."""
+    try:
+        return (a["argmax"] == b["argmax"]
+                and np.allclose(a["features"], b["features"], rtol=0.0, atol=FINGERPRINT_FEATURE_ATOL)
+                and np.allclose(a["probabilities"], b["probabilities"], rtol=0.0,
+                                atol=FINGERPRINT_PROBABILITY_ATOL))
+    except (TypeError, KeyError, ValueError):
+        return False
+
+
+def _inputs_fingerprint(ctx: RunContext, files) -> dict:
+    """:func:`inputs_fingerprint` of ``files`` in ``ctx``."""
+    idx = [ctx.index[fn] for fn in files]
+    return inputs_fingerprint(ctx.features()[idx], ctx.probabilities()[idx])
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -339,7 +408,8 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
     """Compute one shard (a Dask task): its clips through the runner's compute path
     (:func:`audiointerp.runner.score_clips`) into a temporary folder, committed by one rename.
 
-    Idempotent: a shard already committed from the same inputs is not recomputed (one committed
+    Idempotent: a shard already committed from the same inputs (bitwise, or up to float rounding when
+    it was computed on another CPU: :func:`_shard_valid`) is not recomputed (one committed
     from other inputs, e.g. before a bad clip of the fold was fixed, is replaced); a temporary
     folder left by a worker that died is never read (the next run removes it). A run folder
     already assembled as complete is never written to: a late re-execution of one of its tasks
@@ -374,8 +444,8 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
             ctx.use_bad_clips(prepared["bad"])
             ctx.use_probabilities(prepared["probs"])
             ctx.check_clips(task.files)
-            inputs = _inputs_digest(ctx, task.files)
-            if _shard_valid(final, task, inputs) or _assembled(task):
+            inputs, fingerprint = _inputs_digest(ctx, task.files), _inputs_fingerprint(ctx, task.files)
+            if _shard_valid(final, task, inputs, fingerprint) or _assembled(task):
                 return {**base, "clips": len(task.files), "seconds": 0.0, "done_before": True}
             make_folder(folder)
             tmp = folder / f".tmp-{task.name}-{uuid.uuid4().hex[:8]}"
@@ -396,7 +466,7 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
             write_json(tmp / "shard.json", {
                 "format": SHARD_FORMAT, "name": task.name, "method": task.method, "files": list(task.files),
                 "positions": list(task.positions), "masks": list(task.masks), "chunk": task.cfg.chunk,
-                "inputs": inputs,
+                "inputs": inputs, "fingerprint": fingerprint,
                 "accuracy": prepared["accuracy"], "shared_seconds": prepared["seconds"], "seconds": seconds,
                 "parts": parts, **base})
     except AudioInterpError as exc:
@@ -413,7 +483,7 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
     try:
         os.rename(tmp, final)  # the commit: a shard folder exists whole or not at all
     except OSError:
-        if not _shard_valid(final, task, inputs):  # pragma: no cover - a file system that refuses renames
+        if not _shard_valid(final, task, inputs, fingerprint):  # pragma: no cover - a file system that refuses renames
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # another attempt of this task committed it first
     seconds = time.perf_counter() - t0

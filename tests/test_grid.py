@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cloudpickle
 import numpy as np
@@ -189,14 +190,64 @@ def test_bad_clip_fails_its_shard_only_then_resumes(client, reference, nan_root,
         assert out.cells[f"toy_mel/{_run_name(m)}_clean"]["failed"] == [f"toy_mel/{_run_name(m)}_clean clips 2-3"]
         assert sorted(p.name[:11] for p in (folder / "shards").iterdir()) == ["00000-00001", "00004-00005"]
         assert not (folder / "run.json").exists() and not (folder / "csvs").exists()
-    # fix the clip: the next run computes the failed shards and assembles the sequential run's bytes
+    # the committed shards as another CPU would have written them: other bytes, the same inputs up to rounding
+    for info_file in res.rglob("shard.json"):
+        info = json.loads(info_file.read_text())
+        info["inputs"] = "0" * 64
+        info["fingerprint"]["features"] = [[v + 2e-4 for v in row] for row in info["fingerprint"]["features"]]
+        info_file.write_text(json.dumps(info))
+    # fix the clip: the next run computes the failed shards only and assembles the sequential run's bytes
     bad.with_suffix(".wav").unlink()
     bad.write_bytes(original)
     again = run_grid(_grid_cfg(toy_checkpoint, res, conditions=("clean",)), client=client, progress=False)
     assert again.failed == []
     assert _outputs(res) == {k: v for k, v in _outputs(reference).items() if "_clean/" in k}
     for m in METHODS:
-        assert again.cells[f"toy_mel/{_run_name(m)}_clean"]["grid"]["computed_now"] >= 1
+        assert again.cells[f"toy_mel/{_run_name(m)}_clean"]["grid"]["computed_now"] == 1
+
+
+def _fake_shard(folder: Path, inputs: str, fingerprint) -> SimpleNamespace:
+    """A committed shard folder of two clips and one mask, and the task it answers."""
+    task = SimpleNamespace(name="00000-00001-abc", files=("a.wav", "b.wav"), masks=("bin",))
+    (folder / "rows").mkdir(parents=True)
+    (folder / "rows" / "bin.csv").write_text("")
+    info = {"format": grid.SHARD_FORMAT, "name": task.name, "files": list(task.files), "masks": list(task.masks),
+            "inputs": inputs}
+    if fingerprint is not None:
+        info["fingerprint"] = fingerprint
+    (folder / "shard.json").write_text(json.dumps(info))
+    return task
+
+
+def test_fingerprint_tolerates_rounding_but_not_other_inputs(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    feats = -80 + 60 * torch.rand(3, 1, 16, 40, generator=g)  # dB
+    probs = torch.softmax(torch.randn(3, 5, generator=g), 1)
+    fp = grid.inputs_fingerprint(feats, probs)
+    assert len(fp["features"]) == 3 and len(fp["features"][0]) == 2 + grid.FINGERPRINT_DIRECTIONS
+    assert fp["argmax"] == probs.argmax(1).tolist()
+    rounded = grid.inputs_fingerprint(feats * (1 + 1e-6), probs + 1e-7)  # another CPU's rounding
+    assert grid.fingerprints_match(fp, rounded)
+    louder = feats.clone()
+    louder[1, :, :4, :4] += 0.5  # 0.5 dB on 16 of 640 bins of one clip
+    assert not grid.fingerprints_match(fp, grid.inputs_fingerprint(louder, probs))
+    other = feats.clone()
+    other[2] = -80 + 60 * torch.rand(1, 16, 40, generator=g)  # a replaced clip
+    assert not grid.fingerprints_match(fp, grid.inputs_fingerprint(other, probs))
+    swapped = probs.clone()
+    swapped[0, [1, 3]] = swapped[0, [3, 1]]
+    assert not grid.fingerprints_match(fp, grid.inputs_fingerprint(feats, swapped))
+    assert not grid.fingerprints_match(None, fp) and not grid.fingerprints_match({"argmax": [0]}, fp)
+    with pytest.raises(ValueError, match="3 clips of features but 2"):
+        grid.inputs_fingerprint(feats, probs[:2])
+    # a committed shard: reused bitwise, or by fingerprint; a shard without one (written before them) only bitwise
+    task = _fake_shard(tmp_path / "new", "x" * 64, fp)
+    assert grid._shard_valid(tmp_path / "new", task, "x" * 64, None)
+    assert grid._shard_valid(tmp_path / "new", task, "y" * 64, rounded)
+    assert not grid._shard_valid(tmp_path / "new", task, "y" * 64, grid.inputs_fingerprint(other, probs))
+    legacy = _fake_shard(tmp_path / "legacy", "x" * 64, None)
+    assert grid._shard_valid(tmp_path / "legacy", legacy, "x" * 64, fp)
+    assert not grid._shard_valid(tmp_path / "legacy", legacy, "y" * 64, fp)
 
 
 def test_interrupted_assembly_is_completed_by_the_next_run(client, reference, esc50_env, toy_checkpoint, tmp_path,
