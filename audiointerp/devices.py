@@ -10,6 +10,9 @@ not complete on every MPS build).
 
 from __future__ import annotations
 
+import functools
+import platform
+
 import torch
 
 from .errors import ConfigError
@@ -63,12 +66,36 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     raise ConfigError(f"unknown device {device!r}; valid devices: {', '.join(DEVICE_CHOICES)}")
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """This machine's CPU model and its widest x86 vector extension, e.g. ``"AMD EPYC (avx2)"`` or
+    ``"Intel(R) Xeon(R) Platinum 8480C (avx512)"``: what changes the speed and the float rounding of
+    CPU runs (kernels differ per extension). Read from ``/proc/cpuinfo`` on Linux, else
+    :func:`platform.processor`; ``"unknown"`` when neither says."""
+    model, flags = "", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = value.strip()
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    model = model or platform.processor() or "unknown"
+    simd = next((f for f in ("avx512f", "avx2", "avx") if f in flags), None)
+    return f"{model} ({simd.replace('avx512f', 'avx512')})" if simd else model
+
+
 def describe_device(device: torch.device) -> dict:
-    """What a run record or model card stores about ``device``: its name, type and (GPU) model.
+    """What a run record or model card stores about ``device``: its name, type, (GPU) model and the
+    host's CPU model (:func:`cpu_model`: CPU timings and float rounding depend on it).
 
     Returns:
-        ``{"device": "cuda:0", "type": "cuda", "name": "NVIDIA H200", "torch": "2.11.0",
-        "cuda": "12.8"}`` (``name`` is ``"cpu"`` on the CPU; ``cuda`` is None off CUDA).
+        ``{"device": "cuda:0", "type": "cuda", "name": "NVIDIA H200", "cpu": "AMD EPYC (avx2)",
+        "torch": "2.11.0", "cuda": "12.8"}`` (``name`` is ``"cpu"`` on the CPU; ``cuda`` is None off
+        CUDA).
     """
     device = torch.device(device)
     name = "cpu"
@@ -76,5 +103,5 @@ def describe_device(device: torch.device) -> dict:
         name = torch.cuda.get_device_name(device)
     elif device.type == "mps":
         name = "Apple MPS"
-    return {"device": str(device), "type": device.type, "name": name, "torch": torch.__version__,
+    return {"device": str(device), "type": device.type, "name": name, "cpu": cpu_model(), "torch": torch.__version__,
             "cuda": torch.version.cuda if device.type == "cuda" else None}

@@ -63,6 +63,7 @@ import torch
 
 from . import settings
 from .config import csv_list, option, optional
+from .devices import cpu_model
 from .errors import AudioInterpError, ConfigError, ResultsError
 from .results_io import (
     CSV_COLUMNS,
@@ -423,7 +424,8 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
         ``seconds`` when other work shares the cores), "setup_seconds" (this worker's context of the cell, first
         task only), "overhead_seconds" (the task's time outside set-up and the compute path:
         digests, writes, commit), "attribution_seconds", "mask_forward_seconds",
-        "audio_domain_seconds", "done_before", "host", "pid", "threads"}``.
+        "audio_domain_seconds", "done_before", "host", "cpu" (:func:`~audiointerp.devices.cpu_model`), "pid",
+        "threads"}``.
 
     Raises:
         GridError: bad input (a bad clip, an unreadable file, a method that cannot be built):
@@ -433,7 +435,8 @@ def compute_shard(task: ShardTask, prepared: dict) -> dict:
     _apply_environment(task.env, task.threads)
     folder = Path(task.folder) / SHARDS
     final = folder / task.name
-    base = {"task": task.label, "host": socket.gethostname(), "pid": os.getpid(), "threads": task.threads}
+    base = {"task": task.label, "host": socket.gethostname(), "cpu": cpu_model(), "pid": os.getpid(),
+            "threads": task.threads}
     try:
         t_setup = time.perf_counter()
         ctx = worker_context(task.cfg, task.identity)
@@ -688,8 +691,10 @@ def timing_report(results) -> tuple[list, list]:
         ``attribution_per_clip`` (the method's maps), ``masks_per_clip`` (masking and the
         spectrogram-domain forward passes), ``audio_per_clip`` (re-synthesis, re-analysis and the
         audio-domain forward passes); each None when the run.json does not record it),
-        ``session_start`` (POSIX s, see below)). ``cells``: one dict per (model, condition) with
-        ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
+        ``session_start`` (POSIX s, see below), ``cpu`` (the assembling machine's
+        :func:`~audiointerp.devices.cpu_model`; None in run.json files written before it was
+        recorded)). ``cells``: one dict per (model, condition) with ``cpus`` (its folders' CPU
+        models: per-clip times compare only within one), ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
         (worker over wall seconds: what the workers gave over one process doing the same tasks
         in turn), both None unless every folder of the cell was computed in one grid session and
         none of its folders still waits in shards (``pending_shards``: committed shards of its
@@ -721,7 +726,8 @@ def timing_report(results) -> tuple[list, list]:
                "accuracy": next(iter(info.get("accuracy", {}).values()), None),
                "attribution_per_clip": _per_clip(hist, "attribution_seconds", n),
                "masks_per_clip": _per_clip(hist, "mask_forward_seconds", n),
-               "audio_per_clip": _per_clip(hist, "audio_domain_seconds", n)}
+               "audio_per_clip": _per_clip(hist, "audio_domain_seconds", n),
+               "cpu": (info.get("device") or {}).get("cpu")}
         folders.append(row)
         cells.setdefault((row["model"], row["condition"]), []).append(row)
     out = []
@@ -735,7 +741,7 @@ def timing_report(results) -> tuple[list, list]:
         wall = max(r["wall_seconds"] for r in rows) if one else None
         out.append({"model": model, "condition": cond, "folders": len(rows), "worker_seconds": worker,
                     "wall_seconds": wall, "speedup": worker / wall if wall else None,
-                    "pending_shards": len(pending)})
+                    "pending_shards": len(pending), "cpus": sorted({r["cpu"] for r in rows if r["cpu"]})})
     return folders, out
 
 

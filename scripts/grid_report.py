@@ -8,7 +8,7 @@ them, seconds per task and per clip, the wall seconds of its last grid session a
 accuracy under the condition, and how a clip's worker time splits into the attribution maps, the
 masks with their spectrogram-domain forward passes, and the audio domain (s/clip). Per cell: worker
 minutes, wall minutes and the speedup the Dask workers gave (worker over wall time), shown when the
-whole cell ran in one grid session.
+whole cell ran in one grid session, and the CPU model(s) its folders were assembled on.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def main() -> None:
         wall = f", {c['pending_shards']} shards of unfinished folders" if c["pending_shards"] else ""
         if c["wall_seconds"] is not None:
             wall = f", wall {c['wall_seconds'] / 60:.1f} min, speedup {c['speedup']:.2f}x"
+        cpu = " / ".join(c["cpus"]) or "CPU not recorded"
         print(f"cell {c['model']} x {c['condition']}: {c['folders']} run folders, "
-              f"worker {c['worker_seconds'] / 60:.1f} min{wall}")
+              f"worker {c['worker_seconds'] / 60:.1f} min{wall}; {cpu}")
     total = sum(c["worker_seconds"] for c in cells)
     print(f"grid total: worker {total / 60:.1f} min")
 

@@ -456,14 +456,15 @@ def test_lime_tasks_are_scheduled_before_cheaper_ones():
     assert grid.method_weight("IntegratedGradients") == 1.0
 
 
-def _fake_run(results, model, folder, seconds, shards, computed, wall, n=32, sessions=1, start=1_000_000):
+def _fake_run(results, model, folder, seconds, shards, computed, wall, n=32, sessions=1, start=1_000_000, cpu=None):
     out = results / model / folder
     out.mkdir(parents=True)
     finished = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(start + wall))
     hist = [{"seconds": seconds / sessions, "attribution_seconds": seconds / sessions / 2, "finished": finished,
              "grid": {"shards": shards, "computed_now": computed, "wall_seconds": wall}} for _ in range(sessions)]
     (out / "run.json").write_text(json.dumps({"model": model, "condition": folder.rpartition("_")[2],
-                                              "history": hist, "n_clips_done": n, "accuracy": {"x": 0.5}}))
+                                              "history": hist, "n_clips_done": n, "accuracy": {"x": 0.5},
+                                              "device": {"type": "cpu", **({"cpu": cpu} if cpu else {})}}))
 
 
 def test_timing_report_per_folder_cell_and_speedup(tmp_path):
@@ -489,8 +490,10 @@ def test_timing_report_per_folder_cell_and_speedup(tmp_path):
     assert cell["clean"]["pending_shards"] == 1 and cell["clean"]["speedup"] is None
     # a folder computed whole, but by a later session: the cell's wall is no longer one session's
     _fake_run(tmp_path, "m", "saliency_room", 100.0, 2, 2, 40.0)
-    _fake_run(tmp_path, "m", "lime_room", 300.0, 2, 2, 150.0, start=1_000_000 + 3600)
+    _fake_run(tmp_path, "m", "lime_room", 300.0, 2, 2, 150.0, start=1_000_000 + 3600, cpu="AMD EPYC (avx2)")
     cell = {c["condition"]: c for c in grid.timing_report(tmp_path)[1]}
     assert cell["room"]["worker_seconds"] == 400.0 and cell["room"]["speedup"] is None
+    # the CPU models a cell's folders were assembled on (run.json files before it was recorded have none)
+    assert cell["room"]["cpus"] == ["AMD EPYC (avx2)"] and cell["clean"]["cpus"] == []
     with pytest.raises(ResultsError, match="no run.json"):
         grid.timing_report(tmp_path / "empty")

@@ -606,8 +606,9 @@ def test_register_architecture():
 
 
 def test_device_selection():
-    from audiointerp.devices import describe_device, resolve_device
+    from audiointerp.devices import cpu_model, describe_device, resolve_device
 
+    assert cpu_model() and describe_device(torch.device("cpu"))["cpu"] == cpu_model()
     assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None).type in ("cpu", "cuda")
     assert resolve_device("auto") == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
     assert describe_device(torch.device("cpu"))["name"] == "cpu"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import CLASSES, USER_MODEL, real_root
 
+from audiointerp.devices import cpu_model
 from audiointerp.errors import CheckpointError, ConfigError
 
 
@@ -142,7 +143,8 @@ def test_every_training_job_takes_an_explicit_cpu_device(esc50_env, tmp_path):
 
     m = train(TrainConfig(epochs=1, limit=3, device="cpu", arch_args={"channels": (2, 4, 4, 4)}), tmp_path / "m.pt",
               progress=False)
-    assert m["device"] == {"device": "cpu", "type": "cpu", "name": "cpu", "torch": torch.__version__, "cuda": None}
+    assert m["device"] == {"device": "cpu", "type": "cpu", "name": "cpu", "cpu": cpu_model(), "torch": torch.__version__,
+                           "cuda": None}
     # the state of a run resumes on another device name (same configuration otherwise)
     shutil.copy(tmp_path / "m.pt.state.pt", tmp_path / "n.pt.state.pt")
     m2 = train(TrainConfig(epochs=1, limit=3, device="auto", arch_args={"channels": (2, 4, 4, 4)}), tmp_path / "n.pt",
