@@ -77,6 +77,7 @@ def lime_cost(model, feats: torch.Tensor, nsamples: int, batch: int) -> None:
 def main() -> None:
     """Measure and print the figures of the main job (see the module docstring)."""
     from audiointerp.data import ESC50, fold_features
+    from audiointerp.devices import cpu_model
     from audiointerp.masks import MASK_NAMES
     from audiointerp.models import load_classifier
     from audiointerp.runner import RunConfig, run
@@ -95,7 +96,7 @@ def main() -> None:
     ap.add_argument("--lime-batch", type=int, default=50)
     ap.add_argument("--lime-only", action="store_true", help="only the LIME cost")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu_model()}")
 
     model, extractor, ckpt = load_classifier(args.checkpoint)
     cfg = extractor.cfg
