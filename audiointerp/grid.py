@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -648,7 +648,8 @@ def _assemble(cell: _Cell, wall: float) -> dict:
                            grid={"shards": len(cell.shards),
                                  "computed_now": sum(not r.get("done_before") for r in cell.results),
                                  "wall_seconds": round(wall, 2),
-                                 "workers": sorted({f"{r['host']}:{r['pid']}" for r in cell.results})})
+                                 "workers": sorted({f"{r['host']}:{r['pid']}" for r in cell.results}),
+                                 "cpus": dict(sorted(Counter(i.get("cpu", "not recorded") for i in infos).items()))})
     n_done = ctx.finish_info(method, info, timing)
     _remove_shards(out)
     (out / SHARDS / JOURNAL).unlink(missing_ok=True)
@@ -675,6 +676,14 @@ def _session_start(entry: dict) -> float | None:
         return None
 
 
+def _folder_cpus(info: dict, last_grid: dict) -> list:
+    """The CPU models a run folder's shards were computed on (see :func:`timing_report`)."""
+    if last_grid.get("cpus"):
+        return sorted(last_grid["cpus"])
+    cpu = (info.get("device") or {}).get("cpu")
+    return [cpu] if cpu else []
+
+
 def timing_report(results) -> tuple[list, list]:
     """The grid's time per task, per run folder and per cell, from the ``run.json`` files.
 
@@ -691,10 +700,12 @@ def timing_report(results) -> tuple[list, list]:
         ``attribution_per_clip`` (the method's maps), ``masks_per_clip`` (masking and the
         spectrogram-domain forward passes), ``audio_per_clip`` (re-synthesis, re-analysis and the
         audio-domain forward passes); each None when the run.json does not record it),
-        ``session_start`` (POSIX s, see below), ``cpu`` (the assembling machine's
-        :func:`~audiointerp.devices.cpu_model`; None in run.json files written before it was
-        recorded)). ``cells``: one dict per (model, condition) with ``cpus`` (its folders' CPU
-        models: per-clip times compare only within one), ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
+        ``session_start`` (POSIX s, see below), ``cpus`` (the CPU models,
+        :func:`~audiointerp.devices.cpu_model`, its shards were computed on, from the grid block
+        of its last session, else the assembling machine's; ``"not recorded"`` for shards written
+        before the model was recorded; empty for older run.json files)). ``cells``: one dict per
+        (model, condition) with ``cpus`` (its folders' CPU models: per-clip times compare only
+        within one), ``worker_seconds``, ``wall_seconds`` (the largest wall of its folders) and ``speedup``
         (worker over wall seconds: what the workers gave over one process doing the same tasks
         in turn), both None unless every folder of the cell was computed in one grid session and
         none of its folders still waits in shards (``pending_shards``: committed shards of its
@@ -727,7 +738,7 @@ def timing_report(results) -> tuple[list, list]:
                "attribution_per_clip": _per_clip(hist, "attribution_seconds", n),
                "masks_per_clip": _per_clip(hist, "mask_forward_seconds", n),
                "audio_per_clip": _per_clip(hist, "audio_domain_seconds", n),
-               "cpu": (info.get("device") or {}).get("cpu")}
+               "cpus": _folder_cpus(info, last)}
         folders.append(row)
         cells.setdefault((row["model"], row["condition"]), []).append(row)
     out = []
@@ -741,7 +752,7 @@ def timing_report(results) -> tuple[list, list]:
         wall = max(r["wall_seconds"] for r in rows) if one else None
         out.append({"model": model, "condition": cond, "folders": len(rows), "worker_seconds": worker,
                     "wall_seconds": wall, "speedup": worker / wall if wall else None,
-                    "pending_shards": len(pending), "cpus": sorted({r["cpu"] for r in rows if r["cpu"]})})
+                    "pending_shards": len(pending), "cpus": sorted({c for r in rows for c in r["cpus"]})})
     return folders, out
 
 

@@ -495,5 +495,11 @@ def test_timing_report_per_folder_cell_and_speedup(tmp_path):
     assert cell["room"]["worker_seconds"] == 400.0 and cell["room"]["speedup"] is None
     # the CPU models a cell's folders were assembled on (run.json files before it was recorded have none)
     assert cell["room"]["cpus"] == ["AMD EPYC (avx2)"] and cell["clean"]["cpus"] == []
+    # the grid block of the last session names the CPUs of every shard (legacy shards: "not recorded")
+    info = json.loads((tmp_path / "m" / "saliency_room" / "run.json").read_text())
+    info["history"][-1]["grid"]["cpus"] = {"Intel Xeon (avx512)": 1, "not recorded": 1}
+    (tmp_path / "m" / "saliency_room" / "run.json").write_text(json.dumps(info))
+    cell = {c["condition"]: c for c in grid.timing_report(tmp_path)[1]}
+    assert cell["room"]["cpus"] == ["AMD EPYC (avx2)", "Intel Xeon (avx512)", "not recorded"]
     with pytest.raises(ResultsError, match="no run.json"):
         grid.timing_report(tmp_path / "empty")
