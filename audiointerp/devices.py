@@ -74,13 +74,14 @@ def cpu_model() -> str:
     :func:`platform.processor`; ``"unknown"`` when neither says."""
     model, flags = "", set()
     try:
-        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and not model:
-                model = value.strip()
-            elif key == "flags" and not flags:
-                flags = set(value.split())
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = set(value.split())
     except OSError:
         pass
     model = model or platform.processor() or "unknown"
